@@ -1,0 +1,28 @@
+#!/bin/sh
+# Render the nginx config from its template and run nginx in the foreground.
+# Only ${TRANZIT_NGINX_*} placeholders are replaced (nginx's own $variables stay),
+# so no envsubst is needed and the root filesystem can stay read-only:
+# everything nginx writes goes below /tmp.
+set -eu
+
+template=/etc/tranzit-nginx/nginx.conf.template
+conf_dir=/tmp/nginx
+mkdir -p "$conf_dir"
+
+script=""
+for name in PORT WEB WS RESOLVER WS_READ_TIMEOUT MAX_BODY STATIC_MAX_AGE; do
+    eval "value=\${TRANZIT_NGINX_$name:?TRANZIT_NGINX_$name must be set}"
+    case "$value" in
+        *[!A-Za-z0-9.:_-]*)
+            echo "tranzit-nginx: TRANZIT_NGINX_$name: expected host/port/duration characters, found '$value'" >&2
+            exit 2
+            ;;
+    esac
+    script="${script}s|\${TRANZIT_NGINX_$name}|$value|g;"
+done
+sed -e "$script" "$template" >"$conf_dir/nginx.conf"
+
+if [ "$#" -gt 0 ]; then
+    exec "$@"
+fi
+exec nginx -e stderr -c "$conf_dir/nginx.conf" -g "daemon off;"

@@ -1,0 +1,3 @@
+from tranzit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""The one app factory: a project directory and a config in, an aiohttp app out.
+
+The dev server (``tranzit run``, ``MainServer``), gunicorn's worker (the
+runtime image's ``http`` role), the ``ws`` role and the tests all build their
+applications here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+import aiohttp_session
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+
+from .config import Config, load_config, locate_project
+from .errors import ConfigError
+from .project import Project, load_project
+from .views import add_view
+from .ws.connection import ConnectionRegistry
+from .ws.endpoint import REGISTRY, EndpointSettings, RuleDispatcher, websocket_endpoint
+
+__all__ = [
+    "CONFIG",
+    "PROJECT",
+    "TRANZIT_STATIC",
+    "create_app",
+    "create_ws_app",
+    "gunicorn_app",
+    "session_key",
+]
+
+log = logging.getLogger("tranzit")
+
+CONFIG = web.AppKey("tranzit.config", Config)
+PROJECT = web.AppKey("tranzit.project", Project)
+
+#: The framework's own static files (``tz.js``), served at ``<static_url>/tranzit/``.
+TRANZIT_STATIC = Path(__file__).parent / "static"
+
+
+def create_app(
+    config: Config, project: Project, *, middlewares: Iterable[Middleware] = ()
+) -> web.Application:
+    """The HTTP application: app routes, static folders, sessions, ``/healthz``, ``ws_path``."""
+    app = _base_app(config, project, middlewares)
+    router = app.router
+    _add_static(router, config, project)
+    for spec in project.apps:
+        for path, view in spec.routes.items():
+            add_view(router, spec.path_prefix + path, view, app=spec.name)
+    router.add_get(config.ws_path, _endpoint(app, config, project))
+    return app
+
+
+def create_ws_app(config: Config, project: Project) -> web.Application:
+    """The standalone websocket application (``ws_port``): the endpoint at every path."""
+    app = _base_app(config, project, ())
+    app.router.add_get("/{path:.*}", _endpoint(app, config, project))
+    return app
+
+
+async def gunicorn_app() -> web.Application:
+    """Entry point for gunicorn's aiohttp worker: ``tranzit.app:gunicorn_app``.
+
+    The project is ``TRANZIT_PROJECT_DIR`` (default: the working directory).
+    """
+    project_dir, config_file = locate_project()
+    config = load_config(config_file, required=False)
+    return create_app(config, load_project(project_dir, config))
+
+
+_warned_dev_key: set[Path] = set()
+
+
+def session_key(config: Config, project: Project) -> bytes:
+    """The 32-byte key of the encrypted session cookie, stable across restarts and workers."""
+    if config.secret_key:
+        return hashlib.sha256(config.secret_key.encode()).digest()
+    if config.production:
+        raise ConfigError(
+            str(config.source or "configuration"),
+            "secret_key",
+            "expected a secret when production is true (set TRANZIT_SECRET_KEY), found none",
+        )
+    if project.root not in _warned_dev_key:
+        _warned_dev_key.add(project.root)
+        log.warning(
+            "no secret_key set: sessions use a development key derived from the project path; "
+            "set TRANZIT_SECRET_KEY before exposing this server"
+        )
+    return hashlib.sha256(b"tranzit-development-key:" + str(project.root).encode()).digest()
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
+
+
+def _base_app(
+    config: Config, project: Project, middlewares: Iterable[Middleware]
+) -> web.Application:
+    app = web.Application(middlewares=list(middlewares))
+    app[CONFIG] = config
+    app[PROJECT] = project
+    app[REGISTRY] = ConnectionRegistry()
+    aiohttp_session.setup(app, EncryptedCookieStorage(session_key(config, project)))
+    app.router.add_get("/healthz", _healthz)
+    app.on_shutdown.append(_close_websockets)
+    return app
+
+
+async def _close_websockets(app: web.Application) -> None:
+    await app[REGISTRY].close_all()
+
+
+def _endpoint(app: web.Application, config: Config, project: Project) -> Handler:
+    settings = EndpointSettings(
+        max_message_size=config.ws_max_message_size,
+        heartbeat=config.ws_heartbeat,
+        send_queue=config.ws_send_queue,
+        allowed_origins=config.ws_allowed_origins,
+    )
+    dispatcher = RuleDispatcher(project.rules, max_tasks=config.ws_max_tasks)
+    return websocket_endpoint(dispatcher, settings, app[REGISTRY])
+
+
+def _add_static(router: web.UrlDispatcher, config: Config, project: Project) -> None:
+    """Static folders; aiohttp refuses ``..``, absolute paths and symlinks leading out."""
+    prefix = config.static_url.rstrip("/")
+    folders: list[tuple[str, Path]] = [("tranzit", TRANZIT_STATIC)]
+    if project.common_static is not None:
+        folders.append(("common", project.common_static))
+    folders += [(a.name, a.static_dir) for a in project.apps if a.static_dir is not None]
+    for name, path in folders:
+        router.add_static(
+            f"{prefix}/{name}/",
+            path,
+            name=f"static-{name}",
+            show_index=False,
+            follow_symlinks=False,
+        )

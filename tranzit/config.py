@@ -1,0 +1,293 @@
+"""Configuration: built once from ``server.yml``, then ``TRANZIT_*`` environment variables.
+
+The result is a frozen :class:`Config`. Nothing else in tranzit reads YAML or the
+environment; building a config has no side effects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+__all__ = [
+    "CONFIG_FILE",
+    "ENV_PREFIX",
+    "Config",
+    "load_config",
+    "locate_project",
+]
+
+CONFIG_FILE = "server.yml"
+ENV_PREFIX = "TRANZIT_"
+#: ``/static/common`` and ``/static/tranzit`` are taken by the project and the framework.
+RESERVED_APP_NAMES = ("common", "tranzit")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Every setting of a tranzit project. See ``docs/configuration.md``."""
+
+    # The original keys, with their old meaning. Hosts now default to loopback.
+    http_host: str = "127.0.0.1"
+    http_port: int = 3000
+    ws_server_on: bool = True
+    ws_host: str = "127.0.0.1"
+    ws_port: int = 19719
+    apps: tuple[str, ...] = ()
+    production: bool = False
+    # New keys.
+    secret_key: str | None = field(default=None, repr=False)
+    ws_path: str = "/ws"
+    ws_allowed_origins: tuple[str, ...] = ()
+    ws_max_message_size: int = 1024 * 1024
+    ws_heartbeat: float = 20.0
+    ws_max_tasks: int = 32
+    ws_send_queue: int = 64
+    log_level: LogLevel = "info"
+    static_url: str = "/static"
+    shutdown_timeout: float = 1.5
+    # Where the values came from (not a setting): the file, or None when built in code.
+    source: Path | None = field(default=None, compare=False)
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some settings changed (validated like the file's)."""
+        merged = {f.name: getattr(self, f.name) for f in _settings()}
+        merged.update(changes)
+        return _build(merged, {k: "keyword argument" for k in changes}, self.source)
+
+
+def _settings() -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(Config) if f.name != "source"]
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    required: bool = True,
+) -> Config:
+    """Read ``path`` (a ``server.yml``), then apply ``TRANZIT_*`` variables from ``environ``.
+
+    ``environ`` defaults to ``os.environ``. With ``required=False`` a missing
+    file means "defaults"; otherwise it is a :class:`ConfigError`.
+    """
+    file = Path(path)
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    if file.exists() or required:
+        values = _read_yaml(file)
+        origins = dict.fromkeys(values, str(file))
+    names = {f.name for f in _settings()}
+    for name in names:
+        var = ENV_PREFIX + name.upper()
+        if var in env:
+            values[name] = _from_env(var, env[var], name)
+            origins[name] = f"environment {var}"
+    return _build(values, origins, file.resolve())
+
+
+def locate_project(
+    project_dir: str | os.PathLike[str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Path, Path]:
+    """The project directory and its config file.
+
+    Explicit arguments win, then ``TRANZIT_PROJECT_DIR`` / ``TRANZIT_CONFIG``,
+    then the working directory and ``server.yml`` in it. A relative config file
+    is taken inside the project directory.
+    """
+    env = os.environ if environ is None else environ
+    root = Path(project_dir or env.get(ENV_PREFIX + "PROJECT_DIR") or ".").resolve()
+    file = Path(config_file or env.get(ENV_PREFIX + "CONFIG") or CONFIG_FILE)
+    return root, file if file.is_absolute() else root / file
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    where = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(where, None, "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(where, None, f"cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(where, None, f"invalid YAML{at}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            where, None, f"expected a mapping of settings, found {type(data).__name__}"
+        )
+    names = {f.name for f in _settings()}
+    for key in data:
+        if not isinstance(key, str) or key not in names:
+            hint = _close_match(str(key), names)
+            raise ConfigError(
+                where, str(key), f"unknown key{hint}; expected one of: {', '.join(sorted(names))}"
+            )
+    return dict(data)
+
+
+def _close_match(key: str, names: set[str]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(key, sorted(names), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _from_env(var: str, raw: str, name: str) -> Any:
+    """Environment values are strings; lists are comma separated."""
+    kind = _field_type(name)
+    if kind == "tuple":
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if kind == "str|None":
+        return raw or None
+    return raw  # _build converts and validates with the variable name as source
+
+
+def _field_type(name: str) -> str:
+    return {
+        "http_host": "str",
+        "http_port": "port",
+        "ws_server_on": "bool",
+        "ws_host": "str",
+        "ws_port": "port",
+        "apps": "tuple",
+        "production": "bool",
+        "secret_key": "str|None",
+        "ws_path": "path",
+        "ws_allowed_origins": "tuple",
+        "ws_max_message_size": "size",
+        "ws_heartbeat": "seconds",
+        "ws_max_tasks": "count",
+        "ws_send_queue": "count",
+        "log_level": "level",
+        "static_url": "path",
+        "shutdown_timeout": "seconds",
+    }[name]
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _convert(name: str, value: Any) -> Any:
+    """Check one value; raise ValueError('expected ..., found ...') on a mismatch."""
+    kind = _field_type(name)
+    found = f"found {value!r}"
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        raise ValueError(f"expected true or false, {found}")
+    if kind in ("port", "size", "count"):
+        number = _as_int(value)
+        low, high = {"port": (1, 65535), "size": (1, 2**31), "count": (1, 100_000)}[kind]
+        if number is None or not low <= number <= high:
+            what = "a port number" if kind == "port" else "an integer"
+            raise ValueError(f"expected {what} from {low} to {high}, {found}")
+        return number
+    if kind == "seconds":
+        seconds = _as_float(value)
+        if seconds is None or not 0 < seconds <= 3600:
+            raise ValueError(f"expected a number of seconds above 0 and at most 3600, {found}")
+        return seconds
+    if kind == "tuple":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise ValueError(f"expected a list of strings, {found}")
+        return tuple(items)
+    if kind == "level":
+        if isinstance(value, str) and value.lower() in LOG_LEVELS:
+            return value.lower()
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, {found}")
+    if kind == "path":
+        if isinstance(value, str) and value.startswith("/"):
+            return value.rstrip("/") or "/"
+        raise ValueError(f"expected a URL path starting with '/', {found}")
+    if kind == "str|None":
+        if value is None or isinstance(value, str):
+            return value or None
+        raise ValueError(f"expected a string, {found}")
+    if isinstance(value, str) and value:
+        return value
+    raise ValueError(f"expected a non-empty string, {found}")
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def _build(values: dict[str, Any], origins: dict[str, str], source: Path | None) -> Config:
+    converted: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            converted[name] = _convert(name, value)
+        except ValueError as exc:
+            raise ConfigError(origins.get(name, "configuration"), name, str(exc)) from None
+    apps = converted.get("apps", ())
+    if len(set(apps)) != len(apps):
+        twice = sorted({a for a in apps if apps.count(a) > 1})
+        raise ConfigError(
+            origins.get("apps", "configuration"),
+            "apps",
+            f"expected each app once, found {', '.join(twice)} more than once",
+        )
+    for name in apps:
+        if not name.isidentifier() or name in RESERVED_APP_NAMES:
+            raise ConfigError(
+                origins.get("apps", "configuration"),
+                "apps",
+                f"expected app names that are Python identifiers other than "
+                f"{', '.join(RESERVED_APP_NAMES)}, found {name!r}",
+            )
+    config = Config(**converted, source=source)
+    if (
+        config.ws_server_on
+        and config.ws_port == config.http_port
+        and (config.ws_host == config.http_host)
+    ):
+        raise ConfigError(
+            origins.get("ws_port", "configuration"),
+            "ws_port",
+            f"expected a port other than http_port ({config.http_port}), found {config.ws_port}",
+        )
+    return config

@@ -1,0 +1,141 @@
+"""A project on disk: its apps' routes, websocket rules and static folders.
+
+``load_project(project_dir, config)`` imports ``apps/<name>/routes.py`` for
+every app listed in the config and checks that the apps fit together (no route
+or rule defined twice). The result is plain data for :mod:`tranzit.app`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .config import Config
+from .errors import AppLoadError
+from .ws.rules import RuleTable
+
+__all__ = ["AppSpec", "Project", "load_project"]
+
+COMMON_STATIC = Path("common") / "static"
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """What one app's ``routes.py`` declares."""
+
+    name: str
+    path_prefix: str
+    static_dir: Path | None
+    routes: Mapping[str, Any]
+    ws_rules: Mapping[str, Callable[..., Any]]
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    apps: tuple[AppSpec, ...] = ()
+    rules: RuleTable = field(default_factory=RuleTable)
+
+    @property
+    def common_static(self) -> Path | None:
+        path = self.root / COMMON_STATIC
+        return path if path.is_dir() else None
+
+
+def load_project(project_dir: str | Path, config: Config) -> Project:
+    """Import every app of ``config.apps`` from ``project_dir/apps``."""
+    root = Path(project_dir).resolve()
+    if not root.is_dir():
+        raise AppLoadError(f"project directory {str(root)!r} does not exist")
+    _make_importable(root)
+    apps = tuple(_load_app(root, name) for name in config.apps)
+    _check_routes(apps)
+    rules = RuleTable()
+    for app in apps:
+        rules.add(app.name, app.ws_rules)
+    return Project(root, apps, rules)
+
+
+def _make_importable(root: Path) -> None:
+    """Put the project on ``sys.path`` so ``apps.<name>`` imports, as the original did.
+
+    A process that already imported another project's ``apps`` package (tests
+    serving several projects) forgets it first, so each project gets its own.
+    """
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    loaded = sys.modules.get("apps")
+    loaded_file = getattr(loaded, "__file__", None) or ""
+    if loaded is not None and not Path(loaded_file).resolve().is_relative_to(root):
+        for name in [m for m in sys.modules if m == "apps" or m.startswith("apps.")]:
+            del sys.modules[name]
+    if loaded is not None and str(root) in sys.path:
+        sys.path.remove(str(root))
+        sys.path.insert(0, str(root))
+
+
+def _load_app(root: Path, name: str) -> AppSpec:
+    routes_file = root / "apps" / name / "routes.py"
+    if not routes_file.is_file():
+        raise AppLoadError(f"app {name!r}: {routes_file} not found (listed in apps)")
+    try:
+        module = importlib.import_module(f"apps.{name}.routes")
+    except Exception as exc:
+        raise AppLoadError(
+            f"app {name!r}: importing {routes_file} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    return AppSpec(
+        name=name,
+        path_prefix=_attr(module, name, "PATH_PREFIX", str, ""),
+        static_dir=_static_dir(module, name, root),
+        routes=_attr(module, name, "routes", dict, {}),
+        ws_rules=_attr(module, name, "ws_rules", dict, {}),
+    )
+
+
+def _attr(module: ModuleType, app: str, attr: str, kind: type, default: Any) -> Any:
+    value = getattr(module, attr, default)
+    if not isinstance(value, kind):
+        raise AppLoadError(
+            f"app {app!r}: routes.py: {attr}: expected a {kind.__name__}, "
+            f"found {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _static_dir(module: ModuleType, app: str, root: Path) -> Path | None:
+    value = getattr(module, "APP_STATIC_DIR", None)
+    if value is None:
+        conventional = root / "apps" / app / "static"
+        return conventional if conventional.is_dir() else None
+    if not isinstance(value, (str, Path)):
+        raise AppLoadError(
+            f"app {app!r}: routes.py: APP_STATIC_DIR: expected a path, found {value!r}"
+        )
+    path = Path(value)
+    if not path.is_absolute():
+        path = root / path
+    if not path.is_dir():
+        raise AppLoadError(f"app {app!r}: APP_STATIC_DIR {str(path)!r} is not a directory")
+    return path
+
+
+def _check_routes(apps: tuple[AppSpec, ...]) -> None:
+    seen: dict[str, str] = {}
+    for app in apps:
+        for path in app.routes:
+            if not isinstance(path, str) or not path.startswith("/"):
+                raise AppLoadError(
+                    f"app {app.name!r}: routes: expected paths starting with '/', found {path!r}"
+                )
+            full = app.path_prefix + path
+            if full in seen:
+                raise AppLoadError(
+                    f"route {full!r} is defined by both app {seen[full]!r} and app {app.name!r}"
+                )
+            seen[full] = app.name

@@ -1,0 +1,66 @@
+"""Turning the values of an app's ``routes`` dict into aiohttp routes.
+
+Accepted, per path:
+
+* a class with ``async get/post/put/delete/patch(self, request)`` methods
+  (``TZView`` subclasses or any plain class, as in the original): one instance
+  is made at start-up and each method it defines becomes a route; any other
+  method gets aiohttp's 405 with an ``Allow`` header;
+* an ``aiohttp.web.View`` subclass;
+* a plain aiohttp handler ``async def handler(request)`` (all methods).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from aiohttp import web
+
+from .errors import AppLoadError
+
+__all__ = ["HTTP_METHODS", "TZView", "add_view"]
+
+HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+
+
+class TZView:
+    """Base class of the original class views.
+
+    Define ``async def get(self, request)`` (and ``post``, ``put``,
+    ``delete``, ``patch``) returning aiohttp responses. Methods a view does not
+    define answer 405 Method Not Allowed, listing the ones it does.
+    """
+
+
+def add_view(router: web.UrlDispatcher, path: str, view: Any, *, app: str) -> None:
+    """Register ``view`` (see the module docstring) at ``path``."""
+    if inspect.isclass(view) and issubclass(view, web.View):
+        router.add_view(path, view)
+        return
+    if inspect.isclass(view):
+        try:
+            instance = view()
+        except TypeError as exc:
+            raise AppLoadError(
+                f"app {app!r}: route {path!r}: cannot create view {view.__name__}(): {exc}"
+            ) from exc
+        handlers = {m: getattr(instance, m, None) for m in HTTP_METHODS}
+        methods = [m for m, handler in handlers.items() if callable(handler)]
+        if not methods:
+            raise AppLoadError(
+                f"app {app!r}: route {path!r}: expected view {view.__name__} to define at "
+                f"least one of {', '.join(HTTP_METHODS)}"
+            )
+        for method in methods:
+            if method == "get":  # also answers HEAD, as aiohttp's add_get does
+                router.add_get(path, handlers[method])
+            else:
+                router.add_route(method.upper(), path, handlers[method])
+        return
+    if callable(view):
+        router.add_route("*", path, view)
+        return
+    raise AppLoadError(
+        f"app {app!r}: route {path!r}: expected a view class or an aiohttp handler, found {view!r}"
+    )

@@ -1,0 +1,134 @@
+"""One websocket client: its bounded sends, its handler tasks, its id and state."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import os
+from collections.abc import Coroutine, Iterator
+from typing import Any
+
+from aiohttp import WSCloseCode, web
+
+__all__ = ["Connection", "ConnectionClosed", "ConnectionRegistry"]
+
+log = logging.getLogger("tranzit.ws")
+
+_ids = itertools.count(1)
+_PREFIX = f"{os.getpid():x}"
+
+
+class ConnectionClosed(ConnectionError):
+    """Raised by a send on a connection that has closed; ends the handler quietly."""
+
+
+class Connection:
+    """A connected client, handed to connection-style rule handlers.
+
+    Sends are bounded: at most ``send_queue`` sends wait on a slow reader at a
+    time; a further send waits for a slot, so a handler pushing faster than the
+    client reads is slowed down instead of growing memory.
+    """
+
+    __slots__ = ("_send_slots", "_tasks", "_ws", "id", "request", "state")
+
+    def __init__(
+        self, ws: web.WebSocketResponse, request: web.Request, *, send_queue: int = 64
+    ) -> None:
+        self.id = f"{_PREFIX}-{next(_ids)}"
+        self.request = request
+        self.state: dict[str, Any] = {}
+        self._ws = ws
+        self._send_slots = asyncio.Semaphore(send_queue)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} tasks={len(self._tasks)} closed={self.closed}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    async def send_text(self, text: str) -> None:
+        """Send one text message; raises :class:`ConnectionClosed` once the client is gone."""
+        if self._ws.closed:
+            raise ConnectionClosed(f"connection {self.id} is closed")
+        async with self._send_slots:
+            try:
+                await self._ws.send_str(text)
+            except ConnectionError as exc:
+                raise ConnectionClosed(f"connection {self.id} is closed") from exc
+
+    async def send_json(self, obj: Any) -> None:
+        """Send ``obj`` as one JSON text message (UTF-8, not ASCII-escaped)."""
+        await self.send_text(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self._ws.closed:
+            raise ConnectionClosed(f"connection {self.id} is closed")
+        async with self._send_slots:
+            try:
+                await self._ws.send_bytes(data)
+            except ConnectionError as exc:
+                raise ConnectionClosed(f"connection {self.id} is closed") from exc
+
+    async def close(self, code: int = WSCloseCode.OK, message: str = "") -> None:
+        """Close with ``code``; the endpoint then cancels this connection's handlers."""
+        await self._ws.close(code=code, message=message.encode())
+
+    # Handler tasks -------------------------------------------------------
+
+    @property
+    def task_count(self) -> int:
+        return len(self._tasks)
+
+    def start(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``coro`` as a task owned by this connection."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def cancel_tasks(self) -> None:
+        """Cancel every handler still running and wait until they have finished."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class ConnectionRegistry:
+    """Every open connection of one endpoint, so shutdown can close them all."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, Connection] = {}
+
+    def __len__(self) -> int:
+        return len(self._connections)
+
+    def __iter__(self) -> Iterator[Connection]:
+        return iter(list(self._connections.values()))
+
+    def get(self, connection_id: str) -> Connection | None:
+        return self._connections.get(connection_id)
+
+    def add(self, conn: Connection) -> None:
+        self._connections[conn.id] = conn
+
+    def discard(self, conn: Connection) -> None:
+        self._connections.pop(conn.id, None)
+
+    def task_count(self) -> int:
+        """Handler tasks running across all connections."""
+        return sum(conn.task_count for conn in self._connections.values())
+
+    async def close_all(self, code: int = WSCloseCode.GOING_AWAY, message: str = "") -> None:
+        """Close every connection (server shutdown: 1001) and cancel their handlers."""
+        conns = list(self._connections.values())
+        if conns:
+            log.info("closing %d websocket connection(s) with code %d", len(conns), code)
+        await asyncio.gather(*(conn.cancel_tasks() for conn in conns), return_exceptions=True)
+        await asyncio.gather(*(conn.close(code, message) for conn in conns), return_exceptions=True)

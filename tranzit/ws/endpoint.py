@@ -1,0 +1,163 @@
+"""The aiohttp side of a websocket: handshake checks, the receive loop, shutdown.
+
+This module and :mod:`tranzit.ws.server` are the only ones that touch aiohttp's
+websocket objects. Messages go to a :class:`Dispatcher`; the rule dispatcher
+decodes them with :mod:`tranzit.ws.protocol` and runs handlers from the
+:class:`~tranzit.ws.rules.RuleTable`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+
+from . import protocol
+from .connection import Connection, ConnectionClosed, ConnectionRegistry
+from .rules import RuleTable, resolve
+
+__all__ = [
+    "REGISTRY",
+    "Dispatcher",
+    "EndpointSettings",
+    "RuleDispatcher",
+    "origin_allowed",
+    "websocket_endpoint",
+]
+
+log = logging.getLogger("tranzit.ws")
+
+REGISTRY = web.AppKey("tranzit.ws.registry", ConnectionRegistry)
+
+# Time a close handshake may take before the socket is dropped; shutdown stays fast.
+CLOSE_TIMEOUT = 1.0
+
+
+class Dispatcher(Protocol):
+    async def on_text(self, conn: Connection, text: str) -> None: ...
+    async def on_binary(self, conn: Connection, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSettings:
+    max_message_size: int = 1024 * 1024
+    heartbeat: float | None = 20.0
+    send_queue: int = 64
+    allowed_origins: tuple[str, ...] = ()
+
+
+class RuleDispatcher:
+    """Runs ``ws_rules`` handlers for incoming messages, each as a tracked task."""
+
+    def __init__(self, rules: RuleTable, *, max_tasks: int = 32) -> None:
+        self.rules = rules
+        self.max_tasks = max_tasks
+
+    async def on_text(self, conn: Connection, text: str) -> None:
+        decision = protocol.plan(
+            text, self.rules, running=conn.task_count, max_tasks=self.max_tasks
+        )
+        if isinstance(decision, protocol.Refuse):
+            await conn.send_text(decision.reply)
+            return
+        call = decision.call
+        rule = self.rules[call.rule]
+        problem = rule.check_arguments(call.args)
+        if problem is not None:
+            await conn.send_text(
+                protocol.encode_error(
+                    protocol.BAD_ARGUMENTS, problem, form=call.form, rule=call.rule, id=call.id
+                )
+            )
+            return
+        conn.start(self._run(conn, call), name=f"tranzit-rule-{call.rule}-{conn.id}")
+
+    async def _run(self, conn: Connection, call: protocol.Call) -> None:
+        rule = self.rules[call.rule]
+        try:
+            value = await resolve(rule.invoke(conn, call))
+            reply = protocol.encode_result(call, value, connection_style=rule.connection_style)
+            if reply is not None:
+                await conn.send_text(reply)
+        except ConnectionClosed:
+            pass  # the client went away mid-handler; nothing to tell anyone
+        except Exception as exc:
+            log.exception("websocket rule %r (app %r) raised", call.rule, rule.app)
+            message = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(ConnectionClosed):
+                await conn.send_text(
+                    protocol.encode_error(
+                        protocol.HANDLER_ERROR, message, form=call.form, rule=call.rule, id=call.id
+                    )
+                )
+
+    async def on_binary(self, conn: Connection, data: bytes) -> None:
+        await conn.send_text(
+            protocol.encode_error(
+                protocol.BINARY_UNSUPPORTED,
+                "this endpoint takes text messages (rule|args or a JSON call)",
+            )
+        )
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: Collection[str]) -> bool:
+    """Browsers send ``Origin``; it must be the serving host or listed. No header: not a browser."""
+    if origin is None:
+        return True
+    if "*" in allowed or origin.rstrip("/") in allowed:
+        return True
+    netloc = urlsplit(origin).netloc
+    return bool(netloc) and host is not None and netloc.lower() == host.lower()
+
+
+def websocket_endpoint(
+    dispatcher: Dispatcher,
+    settings: EndpointSettings,
+    registry: ConnectionRegistry,
+    *,
+    on_connect: Callable[[Connection], Awaitable[None]] | None = None,
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """An aiohttp handler serving the websocket protocol with ``dispatcher``."""
+    allowed = frozenset(o.rstrip("/") for o in settings.allowed_origins)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if not origin_allowed(origin, request.host, allowed):
+            log.warning("refused websocket from origin %r (host %r)", origin, request.host)
+            raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed\n")
+        ws = web.WebSocketResponse(
+            heartbeat=settings.heartbeat,
+            max_msg_size=settings.max_message_size,
+            timeout=CLOSE_TIMEOUT,
+        )
+        if not ws.can_prepare(request).ok:
+            raise web.HTTPBadRequest(text="expected a websocket upgrade request\n")
+        await ws.prepare(request)
+        conn = Connection(ws, request, send_queue=settings.send_queue)
+        registry.add(conn)
+        try:
+            if on_connect is not None:
+                await on_connect(conn)
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await dispatcher.on_text(conn, msg.data)
+                elif msg.type == WSMsgType.BINARY:
+                    await dispatcher.on_binary(conn, msg.data)
+                elif msg.type == WSMsgType.ERROR:
+                    log.info("websocket %s closed on error: %s", conn.id, ws.exception())
+                    break
+        except ConnectionClosed:
+            pass
+        finally:
+            registry.discard(conn)
+            await conn.cancel_tasks()
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    return handle

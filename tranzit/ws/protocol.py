@@ -1,0 +1,177 @@
+"""The websocket rule protocol, without I/O.
+
+Decoding turns one incoming text message into a :class:`Call` or a
+:class:`Malformed`; encoding turns replies and errors back into text. The
+dispatch decision (run a rule, or answer with an error right away) is
+:func:`plan`. Nothing here touches a socket, so it is tested by feeding it
+strings. The wire format is documented in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Container
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+__all__ = [
+    "BAD_ARGUMENTS",
+    "BINARY_UNSUPPORTED",
+    "HANDLER_ERROR",
+    "MALFORMED",
+    "TOO_MANY_TASKS",
+    "UNKNOWN_RULE",
+    "Call",
+    "Form",
+    "Malformed",
+    "Refuse",
+    "Run",
+    "decode",
+    "encode_data",
+    "encode_error",
+    "encode_result",
+    "plan",
+]
+
+Form = Literal["text", "json"]
+CallId = str | int | None
+
+MALFORMED: Final = "malformed"
+UNKNOWN_RULE: Final = "unknown_rule"
+BAD_ARGUMENTS: Final = "bad_arguments"
+HANDLER_ERROR: Final = "handler_error"
+TOO_MANY_TASKS: Final = "too_many_tasks"
+BINARY_UNSUPPORTED: Final = "binary_unsupported"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A request to run ``rule`` with ``args``; replies go back in the same ``form``."""
+
+    rule: str
+    args: tuple[Any, ...]
+    form: Form = "text"
+    id: CallId = None
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """A message that is not a call; ``rule``/``id`` are kept when they could be read."""
+
+    reason: str
+    form: Form
+    rule: str | None = None
+    id: CallId = None
+
+
+def decode(text: str) -> Call | Malformed:
+    """Parse one text message: ``name|a,b`` or ``{"rule": ..., "args": [...], "id": ...}``."""
+    if text.lstrip()[:1] == "{":
+        return _decode_json(text)
+    name, bar, rest = text.partition("|")
+    if not bar:
+        return Malformed("expected 'rule|arguments' or a JSON object", "text")
+    if not name:
+        return Malformed("empty rule name", "text")
+    # The original split on ',' exactly and kept everything after the first '|'.
+    return Call(name, tuple(rest.split(",")), "text")
+
+
+def _decode_json(text: str) -> Call | Malformed:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        return Malformed(f"invalid JSON: {exc}", "json")
+    if not isinstance(data, dict):
+        return Malformed(f"expected a JSON object, found {type(data).__name__}", "json")
+    call_id = data.get("id")
+    if call_id is not None and (isinstance(call_id, bool) or not isinstance(call_id, (str, int))):
+        return Malformed(f"expected 'id' to be a string or an integer, found {call_id!r}", "json")
+    rule = data.get("rule")
+    if not isinstance(rule, str) or not rule:
+        return Malformed(
+            f"expected 'rule' to be a non-empty string, found {rule!r}", "json", id=call_id
+        )
+    args = data.get("args", [])
+    if not isinstance(args, list):
+        return Malformed(
+            f"expected 'args' to be a list, found {type(args).__name__}", "json", rule, call_id
+        )
+    unknown = sorted(set(data) - {"rule", "args", "id"})
+    if unknown:
+        return Malformed(f"unexpected keys: {', '.join(unknown)}", "json", rule, call_id)
+    return Call(rule, tuple(args), "json", call_id)
+
+
+def encode_data(call: Call, text: str) -> str:
+    """What ``send_func(writer, text)`` puts on the wire during ``call``."""
+    if call.form == "text":
+        return text
+    return _dumps({"id": call.id, "rule": call.rule, "data": text})
+
+
+def encode_result(call: Call, value: Any, *, connection_style: bool) -> str | None:
+    """The reply when a handler returns ``value``, or ``None`` for no reply.
+
+    Text-form calls of old-style handlers never got a reply for returning, so
+    they still get none; connection-style handlers answer ``rule|value``.
+    """
+    if call.form == "json":
+        return _dumps({"id": call.id, "rule": call.rule, "result": value})
+    if connection_style and value is not None:
+        return f"{call.rule}|{value}"
+    return None
+
+
+def encode_error(
+    code: str, message: str, *, form: Form = "text", rule: str | None = None, id: CallId = None
+) -> str:
+    """An error reply: ``error|code,rule,message`` or a JSON object with ``error``."""
+    if form == "json":
+        return _dumps({"id": id, "rule": rule, "error": {"code": code, "message": message}})
+    return f"error|{code},{rule or ''},{message}"
+
+
+def _dumps(obj: Any) -> str:
+    # ensure_ascii=False keeps Cyrillic, CJK and emoji readable on the wire.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """Decision: start the rule for this call."""
+
+    call: Call
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """Decision: do not run anything; send ``reply`` (an encoded error)."""
+
+    reply: str
+
+
+def plan(text: str, rules: Container[str], *, running: int, max_tasks: int) -> Run | Refuse:
+    """Decide what one incoming message does, given the rule names and the tasks running."""
+    message = decode(text)
+    if isinstance(message, Malformed):
+        return Refuse(
+            encode_error(
+                MALFORMED, message.reason, form=message.form, rule=message.rule, id=message.id
+            )
+        )
+    if message.rule not in rules:
+        return Refuse(_refusal(message, UNKNOWN_RULE, f"no rule named {message.rule!r}"))
+    if running >= max_tasks:
+        return Refuse(
+            _refusal(
+                message,
+                TOO_MANY_TASKS,
+                f"this connection already runs {running} handlers (limit {max_tasks})",
+            )
+        )
+    return Run(message)
+
+
+def _refusal(call: Call, code: str, message: str) -> str:
+    return encode_error(code, message, form=call.form, rule=call.rule, id=call.id)

@@ -1,0 +1,131 @@
+"""The original standalone ``WebSocketServer(host, port, api)``, on the shared endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Protocol
+
+from aiohttp import WSCloseCode, web
+
+from .connection import Connection, ConnectionClosed, ConnectionRegistry
+from .endpoint import REGISTRY, EndpointSettings, websocket_endpoint
+from .rules import resolve
+
+__all__ = ["LegacyApi", "WebSocketServer"]
+
+log = logging.getLogger("tranzit.ws")
+
+
+class LegacyApi(Protocol):
+    async def handle_text(self, loop: asyncio.AbstractEventLoop, writer: Any, msg: str) -> Any: ...
+
+
+class _ApiDispatcher:
+    """Hands each message to the old ``api`` object, as a task tracked by its connection."""
+
+    def __init__(self, api: Any, max_tasks: int) -> None:
+        self.api = api
+        self.max_tasks = max_tasks
+
+    async def on_text(self, conn: Connection, text: str) -> None:
+        await self._start(conn, "handle_text", text)
+
+    async def on_binary(self, conn: Connection, data: bytes) -> None:
+        await self._start(conn, "handle_binary", data)
+
+    async def _start(self, conn: Connection, method: str, payload: str | bytes) -> None:
+        handler = getattr(self.api, method, None)
+        if handler is None:
+            log.warning("api %r has no %s(); message dropped", type(self.api).__name__, method)
+            return
+        if conn.task_count >= self.max_tasks:
+            log.warning("connection %s runs %d handlers; closing it", conn.id, conn.task_count)
+            await conn.close(WSCloseCode.TRY_AGAIN_LATER, "too many running handlers")
+            return
+        conn.start(self._run(handler, conn, payload), name=f"tranzit-{method}-{conn.id}")
+
+    async def _run(self, handler: Any, conn: Connection, payload: str | bytes) -> None:
+        try:
+            await resolve(handler(asyncio.get_running_loop(), conn, payload))
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("websocket api handler %r raised", handler)
+
+
+class WebSocketServer:
+    """A websocket server driving an object with ``handle_text(loop, writer, msg)``.
+
+    ``handle_binary(loop, writer, data)`` gets bytes. Fragmented messages are
+    reassembled before they reach the api, so ``handle_buffered`` is never
+    called; it may still exist on old classes.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 19719,
+        api: Any = None,
+        *,
+        max_message_size: int = 1024 * 1024,
+        heartbeat: float | None = 20.0,
+        max_tasks: int = 32,
+        send_queue: int = 64,
+        allowed_origins: tuple[str, ...] = (),
+    ) -> None:
+        if api is None:
+            raise TypeError("WebSocketServer needs an api object with handle_text()")
+        self.host = host
+        self.port = port
+        self.api = api
+        self.registry = ConnectionRegistry()
+        settings = EndpointSettings(max_message_size, heartbeat, send_queue, allowed_origins)
+        self._handler = websocket_endpoint(_ApiDispatcher(api, max_tasks), settings, self.registry)
+        self._runner: web.AppRunner | None = None
+
+    @staticmethod
+    async def send_text(writer: Connection, text: str) -> None:
+        """Send one text message to the client behind ``writer``."""
+        await writer.send_text(text)
+
+    @staticmethod
+    async def send_binary(writer: Connection, data: bytes) -> None:
+        await writer.send_bytes(data)
+
+    def make_app(self) -> web.Application:
+        app = web.Application()
+        app[REGISTRY] = self.registry
+        app.router.add_get("/{path:.*}", self._handler)
+
+        async def close_connections(app: web.Application) -> None:
+            await self.registry.close_all()
+
+        app.on_shutdown.append(close_connections)
+        return app
+
+    async def start(self) -> None:
+        from ..serve import start_site
+
+        self._runner = web.AppRunner(self.make_app(), shutdown_timeout=1.0)
+        await self._runner.setup()
+        self.port = await start_site(self._runner, self.host, self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def run_forever(self) -> None:
+        """Serve until SIGINT/SIGTERM; exits cleanly, closing clients with 1001."""
+        from ..serve import run_coroutine, run_until_signal
+
+        async def main() -> None:
+            await self.start()
+            log.info("websocket server on ws://%s:%d", self.host, self.port)
+            try:
+                await run_until_signal()
+            finally:
+                await self.stop()
+
+        run_coroutine(main())
