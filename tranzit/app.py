@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -35,6 +36,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("tranzit")
+
+# aiohttp-session keeps its session under a string request key; aiohttp 3.14 warns
+# about that on every request. It is aiohttp-session's to change, not the user's.
+warnings.filterwarnings(
+    "ignore", message="It is recommended to use web.RequestKey", module="aiohttp_session"
+)
 
 CONFIG = web.AppKey("tranzit.config", Config)
 PROJECT = web.AppKey("tranzit.project", Project)

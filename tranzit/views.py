@@ -16,6 +16,7 @@ import inspect
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from .errors import AppLoadError
 
@@ -45,8 +46,10 @@ def add_view(router: web.UrlDispatcher, path: str, view: Any, *, app: str) -> No
             raise AppLoadError(
                 f"app {app!r}: route {path!r}: cannot create view {view.__name__}(): {exc}"
             ) from exc
-        handlers = {m: getattr(instance, m, None) for m in HTTP_METHODS}
-        methods = [m for m, handler in handlers.items() if callable(handler)]
+        handlers: dict[str, Handler] = {
+            m: getattr(instance, m) for m in HTTP_METHODS if callable(getattr(instance, m, None))
+        }
+        methods = list(handlers)
         if not methods:
             raise AppLoadError(
                 f"app {app!r}: route {path!r}: expected view {view.__name__} to define at "

@@ -8,7 +8,7 @@
  *       const tz = new TZ();                       // ws(s)://<this page's host>/ws
  *       tz.on('open', () => tz.send('get_hello', []));
  *       tz.on('get_hello', (text) => console.log(text));
- *       tz.call('echo', 'привет').then((result) => console.log(result));
+ *       tz.call('echo', 'hi').then((result) => console.log(result));
  *     </script>
  *
  * The old API keeps working: `new TZ(url, callbacks)` where `callbacks` maps a

@@ -1,0 +1,155 @@
+"""Config: the file, then TRANZIT_* variables; one-line errors naming file and key; exit 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tranzit.config import Config, load_config, locate_project
+from tranzit.errors import ConfigError
+
+from support import clean_env
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "server.yml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_old_keys_keep_their_meaning(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "http_host: 0.0.0.0\nhttp_port: 8000\nws_server_on: false\nws_host: 0.0.0.0\n"
+        "ws_port: 9000\napps: [hello, blog]\nproduction: false\n",
+    )
+    config = load_config(path, {})
+    assert (config.http_host, config.http_port, config.ws_server_on) == ("0.0.0.0", 8000, False)
+    assert (config.ws_host, config.ws_port, config.apps) == ("0.0.0.0", 9000, ("hello", "blog"))
+
+
+def test_defaults_bind_to_loopback(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), {})
+    assert config.http_host == "127.0.0.1" and config.ws_host == "127.0.0.1"
+    assert (config.http_port, config.ws_port, config.ws_path) == (3000, 19719, "/ws")
+    assert config.ws_max_message_size == 1024 * 1024
+    assert config.source == (tmp_path / "server.yml").resolve()
+
+
+def test_environment_overrides_every_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "http_port: 8000\napps: [hello]\n")
+    env = {
+        "TRANZIT_HTTP_PORT": "8001",
+        "TRANZIT_HTTP_HOST": "0.0.0.0",
+        "TRANZIT_APPS": "hello, blog",
+        "TRANZIT_WS_SERVER_ON": "no",
+        "TRANZIT_PRODUCTION": "true",
+        "TRANZIT_SECRET_KEY": "s3cret",
+        "TRANZIT_WS_ALLOWED_ORIGINS": "https://a.example,https://b.example",
+        "TRANZIT_WS_HEARTBEAT": "2.5",
+        "TRANZIT_LOG_LEVEL": "DEBUG",
+        "TRANZIT_WS_PATH": "/socket/",
+    }
+    config = load_config(path, env)
+    assert config.http_port == 8001 and config.http_host == "0.0.0.0"
+    assert config.apps == ("hello", "blog")
+    assert config.ws_server_on is False and config.production is True
+    assert config.secret_key == "s3cret"
+    assert config.ws_allowed_origins == ("https://a.example", "https://b.example")
+    assert config.ws_heartbeat == 2.5 and config.log_level == "debug"
+    assert config.ws_path == "/socket"
+    every_key = {f.upper() for f in Config.__dataclass_fields__ if f != "source"}
+    for key in every_key:  # each key has an environment variable that is read
+        name = key.lower()
+        assert hasattr(config, name)
+
+
+def test_config_is_frozen(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), {})
+    with pytest.raises(AttributeError):
+        config.http_port = 1  # type: ignore[misc]
+    assert config.replace(http_port=4000).http_port == 4000
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "source", "key", "expected", "found"),
+    [
+        ("http_port: 70000\n", {}, "server.yml", "http_port", "port number", "70000"),
+        ("http_port: abc\n", {}, "server.yml", "http_port", "port number", "'abc'"),
+        ("http_port: 0\n", {}, "server.yml", "http_port", "from 1 to 65535", "0"),
+        ("htp_port: 3000\n", {}, "server.yml", "htp_port", "unknown key", "http_port"),
+        ("apps: hello world\n", {}, "server.yml", "apps", "Python identifiers", "'hello world'"),
+        ("apps: [a, a]\n", {}, "server.yml", "apps", "each app once", "a"),
+        ("production: maybe\n", {}, "server.yml", "production", "true or false", "'maybe'"),
+        ("ws_port: 3000\n", {}, "server.yml", "ws_port", "other than http_port", "3000"),
+        ("", {"TRANZIT_HTTP_PORT": "x"}, "TRANZIT_HTTP_PORT", "http_port", "port", "'x'"),
+        ("", {"TRANZIT_WS_HEARTBEAT": "-1"}, "TRANZIT_WS_HEARTBEAT", "ws_heartbeat", "seconds", "-1"),
+        ("", {"TRANZIT_LOG_LEVEL": "loud"}, "TRANZIT_LOG_LEVEL", "log_level", "debug", "'loud'"),
+    ],
+)
+def test_errors_name_source_key_expected_and_found(
+    tmp_path: Path,
+    text: str,
+    env: dict[str, str],
+    source: str,
+    key: str,
+    expected: str,
+    found: str,
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env)
+    message = str(info.value)
+    assert "\n" not in message
+    assert source in message and key in message
+    assert expected in message and found in message
+
+
+def test_missing_file_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"server\.yml: file not found"):
+        load_config(tmp_path / "server.yml", {})
+    assert load_config(tmp_path / "server.yml", {}, required=False).http_port == 3000
+    with pytest.raises(ConfigError, match=r"server\.yml: invalid YAML at line 2, column"):
+        load_config(write(tmp_path, "http_port: 1\n  bad: [\n"), {})
+    with pytest.raises(ConfigError, match="expected a mapping of settings, found list"):
+        load_config(write(tmp_path, "- a\n- b\n"), {})
+
+
+def test_locate_project(tmp_path: Path) -> None:
+    assert locate_project(tmp_path, None, {}) == (tmp_path, tmp_path / "server.yml")
+    env = {"TRANZIT_PROJECT_DIR": str(tmp_path), "TRANZIT_CONFIG": "prod.yml"}
+    assert locate_project(None, None, env) == (tmp_path, tmp_path / "prod.yml")
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "needle"),
+    [
+        (None, {}, "server.yml: file not found"),
+        ("http_port: [\n", {}, "server.yml: invalid YAML"),
+        ("colour: red\n", {}, "server.yml: colour: unknown key"),
+        ("http_port: '3000'\nws_port: 99999\n", {}, "server.yml: ws_port: expected a port"),
+        ("", {"TRANZIT_WS_PORT": "-5"}, "environment TRANZIT_WS_PORT: ws_port: expected a port"),
+    ],
+)
+def test_cli_reports_one_line_and_exits_2(
+    tmp_path: Path, text: str | None, env: dict[str, str], needle: str
+) -> None:
+    if text is not None:
+        write(tmp_path, text)
+    for command in (["run"], ["check"], ["serve", "ws"]):
+        if command == ["serve", "ws"] and text is None:
+            continue  # the ws role runs with defaults when the file is absent
+        result = subprocess.run(
+            [sys.executable, "-m", "tranzit", *command, "--project", str(tmp_path)],
+            env=clean_env(**env),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tranzit: "), result.stderr
+        assert needle in lines[0]
+        assert "Traceback" not in result.stderr

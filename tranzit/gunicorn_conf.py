@@ -1,0 +1,186 @@
+"""Gunicorn configuration for the http role: the one place gunicorn is configured.
+
+Used as ``gunicorn -c python:tranzit.gunicorn_conf tranzit.app:gunicorn_app``
+(what ``tranzit serve http`` runs). Gunicorn reads the module-level names below.
+
+Environment (all optional):
+
+``WEB_CONCURRENCY``
+    number of worker processes; else one per CPU of the container's CPU quota
+    (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), else per CPU this
+    process may run on (its affinity mask), never the host's ``cpu_count``.
+``TRANZIT_HTTP_HOST`` / ``TRANZIT_HTTP_PORT``
+    bind address (default ``127.0.0.1:3000``; the runtime image sets ``0.0.0.0``).
+``GUNICORN_GRACEFUL_TIMEOUT``
+    seconds workers get to finish requests after SIGTERM (default 10, below
+    the 15 s ``stop_grace_period`` of the compose files).
+``GUNICORN_KEEPALIVE``
+    seconds an idle keep-alive connection from the proxy stays open (default 5).
+``GUNICORN_TIMEOUT``
+    seconds of silence before a worker is restarted (default 30).
+``GUNICORN_ACCESS_LOG``
+    ``1``/``true`` writes an access log to stdout; off by default (it costs more
+    than half the throughput of a small handler).
+``FORWARDED_ALLOW_IPS``
+    proxies whose ``X-Forwarded-*`` headers are trusted (default ``127.0.0.1``;
+    the compose files set ``*`` because only nginx can reach the web service).
+``TRANZIT_LOG_LEVEL``
+    gunicorn's log level (default ``info``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["cgroup_cpu_limit", "cpu_count", "worker_class_name", "workers_from_env"]
+
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _own_cgroup_v2_path(proc_self_cgroup: Path) -> str:
+    """The process's cgroup v2 path ("0::/some/path"), "/" when unknown."""
+    text = _read(proc_self_cgroup) or ""
+    for line in text.splitlines():
+        if line.startswith("0::"):
+            return line[3:] or "/"
+    return "/"
+
+
+def _quota_v2(cpu_max: str | None) -> float | None:
+    # "max 100000" means no limit; "150000 100000" means 1.5 CPUs.
+    if not cpu_max:
+        return None
+    parts = cpu_max.split()
+    if len(parts) != 2 or parts[0] == "max":
+        return None
+    try:
+        quota, period = int(parts[0]), int(parts[1])
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _quota_v1(quota_text: str | None, period_text: str | None) -> float | None:
+    # cpu.cfs_quota_us is -1 when there is no limit.
+    try:
+        quota, period = int(quota_text or ""), int(period_text or "")
+    except ValueError:
+        return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cgroup_cpu_limit(
+    root: Path = _CGROUP_ROOT, proc_self_cgroup: Path = Path("/proc/self/cgroup")
+) -> float | None:
+    """CPUs allowed by the cgroup CPU quota (v2, then v1), or None when unlimited.
+
+    Inside a container the cgroup namespace makes ``root`` the container's own
+    cgroup; outside one, the v2 path of this process is looked up as well.
+    """
+    v2_candidates = [root / "cpu.max"]
+    own = _own_cgroup_v2_path(proc_self_cgroup).strip("/")
+    if own:
+        v2_candidates.insert(0, root / own / "cpu.max")
+    for candidate in v2_candidates:
+        limit = _quota_v2(_read(candidate))
+        if limit is not None:
+            return limit
+    for controller in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        base = root / controller
+        limit = _quota_v1(_read(base / "cpu.cfs_quota_us"), _read(base / "cpu.cfs_period_us"))
+        if limit is not None:
+            return limit
+    return None
+
+
+def _affinity_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return 1
+
+
+def cpu_count(
+    root: Path = _CGROUP_ROOT,
+    proc_self_cgroup: Path = Path("/proc/self/cgroup"),
+    affinity: int | None = None,
+) -> int:
+    """CPUs this container may use: its quota rounded up, capped by its CPU set."""
+    usable = affinity if affinity is not None else _affinity_count()
+    limit = cgroup_cpu_limit(root, proc_self_cgroup)
+    if limit is None:
+        return max(1, usable)
+    return max(1, min(usable, math.ceil(limit)))
+
+
+def workers_from_env(env: Mapping[str, str], cpus: int) -> int:
+    """``WEB_CONCURRENCY`` when set (a positive integer), else ``cpus``.
+
+    aiohttp workers are single-threaded event loops: one per CPU saturates
+    the CPUs, unlike the ``2n+1`` rule for blocking workers.
+    """
+    raw = env.get("WEB_CONCURRENCY", "").strip()
+    if not raw:
+        return max(1, cpus)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"WEB_CONCURRENCY: expected a positive integer, found {raw!r}")
+    return value
+
+
+def worker_class_name() -> str:
+    """aiohttp's uvloop worker when uvloop imports, else its asyncio worker."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return "aiohttp.worker.GunicornWebWorker"
+    return "aiohttp.worker.GunicornUVLoopWebWorker"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{name}: expected a whole number of seconds, found {raw!r}")
+    return value
+
+
+# -- what gunicorn reads --------------------------------------------------------
+
+_env = os.environ
+
+_host = _env.get("TRANZIT_HTTP_HOST", "127.0.0.1")
+if ":" in _host and not _host.startswith("["):  # an IPv6 address
+    _host = f"[{_host}]"
+bind = [f"{_host}:{_env.get('TRANZIT_HTTP_PORT', '3000')}"]
+workers = workers_from_env(_env, cpu_count())
+worker_class = worker_class_name()
+graceful_timeout = _seconds(_env, "GUNICORN_GRACEFUL_TIMEOUT", 10)
+timeout = _seconds(_env, "GUNICORN_TIMEOUT", 30)
+keepalive = _seconds(_env, "GUNICORN_KEEPALIVE", 5)
+accesslog = "-" if _env.get("GUNICORN_ACCESS_LOG", "").strip().lower() in _TRUE else None
+errorlog = "-"
+loglevel = _env.get("TRANZIT_LOG_LEVEL", "info")
+forwarded_allow_ips = _env.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+proc_name = "tranzit-http"
+# The heartbeat files of the workers go to memory, not to a (read-only) disk.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
