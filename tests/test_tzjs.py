@@ -72,8 +72,6 @@ class Server:
             TRANZIT_HTTP_PORT=str(self.http_port),
             TRANZIT_WS_HOST="127.0.0.1",
             TRANZIT_WS_PORT=str(self.ws_port),
-            # The old-API client on the page connects cross-port, as old projects did.
-            TRANZIT_WS_ALLOWED_ORIGINS=self.base,
         )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(

@@ -67,7 +67,7 @@ def create_app(
 def create_ws_app(config: Config, project: Project) -> web.Application:
     """The standalone websocket application (``ws_port``): the endpoint at every path."""
     app = _base_app(config, project, ())
-    app.router.add_get("/{path:.*}", _endpoint(app, config, project))
+    app.router.add_get("/{path:.*}", _endpoint(app, config, project, (config.http_port,)))
     return app
 
 
@@ -124,12 +124,15 @@ async def _close_websockets(app: web.Application) -> None:
     await app[REGISTRY].close_all()
 
 
-def _endpoint(app: web.Application, config: Config, project: Project) -> Handler:
+def _endpoint(
+    app: web.Application, config: Config, project: Project, sibling_ports: tuple[int, ...] = ()
+) -> Handler:
     settings = EndpointSettings(
         max_message_size=config.ws_max_message_size,
         heartbeat=config.ws_heartbeat,
         send_queue=config.ws_send_queue,
         allowed_origins=config.ws_allowed_origins,
+        sibling_ports=sibling_ports,
     )
     dispatcher = RuleDispatcher(project.rules, max_tasks=config.ws_max_tasks)
     return websocket_endpoint(dispatcher, settings, app[REGISTRY])

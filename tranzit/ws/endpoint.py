@@ -49,6 +49,9 @@ class EndpointSettings:
     heartbeat: float | None = 20.0
     send_queue: int = 64
     allowed_origins: tuple[str, ...] = ()
+    #: Pages on the same host name at these ports may connect too: the standalone
+    #: websocket port serves pages of the HTTP port (old projects' ``ws://host:19719``).
+    sibling_ports: tuple[int, ...] = ()
 
 
 class RuleDispatcher:
@@ -105,14 +108,32 @@ class RuleDispatcher:
         )
 
 
-def origin_allowed(origin: str | None, host: str | None, allowed: Collection[str]) -> bool:
-    """Browsers send ``Origin``; it must be the serving host or listed. No header: not a browser."""
+def origin_allowed(
+    origin: str | None,
+    host: str | None,
+    allowed: Collection[str],
+    sibling_ports: Collection[int] = (),
+) -> bool:
+    """Browsers send ``Origin``; it must be the serving host or listed. No header: not a browser.
+
+    ``sibling_ports``: an origin on the same host name at one of these ports is
+    accepted too (a page of the HTTP port talking to the websocket port).
+    """
     if origin is None:
         return True
     if "*" in allowed or origin.rstrip("/") in allowed:
         return True
-    netloc = urlsplit(origin).netloc
-    return bool(netloc) and host is not None and netloc.lower() == host.lower()
+    parts = urlsplit(origin)
+    if not parts.netloc or host is None:
+        return False
+    if parts.netloc.lower() == host.lower():
+        return True
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return False
+    host_name = urlsplit(f"//{host}").hostname
+    return port in sibling_ports and parts.hostname is not None and parts.hostname == host_name
 
 
 def websocket_endpoint(
@@ -127,7 +148,7 @@ def websocket_endpoint(
 
     async def handle(request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if not origin_allowed(origin, request.host, allowed):
+        if not origin_allowed(origin, request.host, allowed, settings.sibling_ports):
             log.warning("refused websocket from origin %r (host %r)", origin, request.host)
             raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed\n")
         ws = web.WebSocketResponse(

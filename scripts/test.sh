@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The whole test suite, runnable on a fresh Debian machine: it installs what it
+# needs (Debian packages, a Python venv, a Docker engine and local base images),
+# then runs the linters, the JavaScript tests and pytest.
+#
+#   bash scripts/test.sh              everything (what CI runs)
+#   bash scripts/test.sh -m 'not docker'   extra arguments go to pytest
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=${TRANZIT_VENV:-$ROOT/.venv}
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages the tests use: a browser for the page test, node for tz.js,
+# nginx/wrk for the stack and benchmarks, a Docker engine and mmdebstrap for images.
+PACKAGES=(chromium docker.io mmdebstrap nginx-light wrk redis-server)
+command -v node >/dev/null || PACKAGES+=(nodejs)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+        step "Installing Debian packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        printf 'test.sh: missing Debian packages (%s); tests that need them will be skipped\n' "${missing[*]}" >&2
+    fi
+fi
+
+step "Python environment in $VENV"
+if [[ ! -x $VENV/bin/python ]]; then
+    python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+fi
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,uvloop]" 2>&1 \
+    | grep -v -e '^WARNING: Location' -e "Running pip as the 'root' user" || true
+"$VENV/bin/python" -c "import tranzit, aiohttp, websockets" || die "the venv did not install"
+export PATH=$VENV/bin:$PATH
+
+if [[ -f scripts/docker-env.sh ]]; then
+    step "Docker engine and local base images"
+    if ! bash scripts/docker-env.sh; then
+        [[ ${CI:-} == true ]] && die "no Docker engine could be started (CI needs one)"
+        echo "test.sh: no Docker engine; the docker tests will be skipped" >&2
+    fi
+fi
+
+step "ruff"
+ruff check .
+ruff format --check .
+
+step "mypy --strict tranzit"
+mypy
+
+if command -v node >/dev/null; then
+    step "node --test tests/js (tz.js)"
+    node --test tests/js/
+elif [[ ${CI:-} == true ]]; then
+    die "node is missing; tz.js cannot be tested"
+fi
+
+step "pytest"
+set +e
+python -m pytest -p no:cacheprovider "$@"
+status=$?
+set -e
+if [[ $status -eq 5 ]]; then
+    die "pytest collected no tests: that is a failure, not a pass"
+fi
+exit $status
