@@ -99,6 +99,10 @@ function recorder() {
   return fn;
 }
 
+test('the script is ASCII, so it decodes the same whatever charset it is served with', () => {
+  assert.match(SOURCE, /^[\x00-\x7f]*$/);
+});
+
 test('default url is the page origin /ws, wss on https; explicit urls are kept', () => {
   let env = load();
   assert.equal(new env.TZ().url, 'ws://example.test:3000/ws');
