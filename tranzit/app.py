@@ -22,14 +22,15 @@ from .config import Config, load_config, locate_project
 from .errors import ConfigError
 from .project import Project, load_project
 from .views import add_view
-from .ws.connection import ConnectionRegistry
 from .ws.endpoint import REGISTRY, EndpointSettings, RuleDispatcher, websocket_endpoint
+from .ws.hub import HUB, Hub, create_backend
 
 __all__ = [
     "CONFIG",
     "PROJECT",
     "TRANZIT_STATIC",
     "create_app",
+    "create_hub",
     "create_ws_app",
     "gunicorn_app",
     "session_key",
@@ -51,10 +52,18 @@ TRANZIT_STATIC = Path(__file__).parent / "static"
 
 
 def create_app(
-    config: Config, project: Project, *, middlewares: Iterable[Middleware] = ()
+    config: Config,
+    project: Project,
+    *,
+    middlewares: Iterable[Middleware] = (),
+    hub: Hub | None = None,
 ) -> web.Application:
-    """The HTTP application: app routes, static folders, sessions, ``/healthz``, ``ws_path``."""
-    app = _base_app(config, project, middlewares)
+    """The HTTP application: app routes, static folders, sessions, ``/healthz``, ``ws_path``.
+
+    ``hub`` shares one set of connections and groups between apps of one
+    process (the dev server); without it the app makes and runs its own.
+    """
+    app = _base_app(config, project, middlewares, hub)
     router = app.router
     _add_static(router, config, project)
     for spec in project.apps:
@@ -64,9 +73,9 @@ def create_app(
     return app
 
 
-def create_ws_app(config: Config, project: Project) -> web.Application:
+def create_ws_app(config: Config, project: Project, *, hub: Hub | None = None) -> web.Application:
     """The standalone websocket application (``ws_port``): the endpoint at every path."""
-    app = _base_app(config, project, ())
+    app = _base_app(config, project, (), hub)
     app.router.add_get("/{path:.*}", _endpoint(app, config, project, (config.http_port,)))
     return app
 
@@ -107,13 +116,23 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok\n", headers={"Cache-Control": "no-store"})
 
 
+def create_hub(config: Config) -> Hub:
+    """The hub for ``config.broadcast_url`` (in-process, or Redis pub/sub between replicas)."""
+    return Hub(create_backend(config.broadcast_url), outbox_size=config.ws_send_queue)
+
+
 def _base_app(
-    config: Config, project: Project, middlewares: Iterable[Middleware]
+    config: Config, project: Project, middlewares: Iterable[Middleware], hub: Hub | None
 ) -> web.Application:
     app = web.Application(middlewares=list(middlewares))
     app[CONFIG] = config
     app[PROJECT] = project
-    app[REGISTRY] = ConnectionRegistry()
+    if hub is None:
+        hub = create_hub(config)
+        app.on_startup.append(_start_hub)
+        app.on_cleanup.append(_close_hub)
+    app[HUB] = hub
+    app[REGISTRY] = hub.connections
     aiohttp_session.setup(app, EncryptedCookieStorage(session_key(config, project)))
     app.router.add_get("/healthz", _healthz)
     app.on_shutdown.append(_close_websockets)
@@ -122,6 +141,14 @@ def _base_app(
 
 async def _close_websockets(app: web.Application) -> None:
     await app[REGISTRY].close_all()
+
+
+async def _start_hub(app: web.Application) -> None:
+    await app[HUB].start()
+
+
+async def _close_hub(app: web.Application) -> None:
+    await app[HUB].close()
 
 
 def _endpoint(
@@ -135,7 +162,7 @@ def _endpoint(
         sibling_ports=sibling_ports,
     )
     dispatcher = RuleDispatcher(project.rules, max_tasks=config.ws_max_tasks)
-    return websocket_endpoint(dispatcher, settings, app[REGISTRY])
+    return websocket_endpoint(dispatcher, settings, app[HUB])
 
 
 def _add_static(router: web.UrlDispatcher, config: Config, project: Project) -> None:

@@ -57,6 +57,7 @@ class Config:
     log_level: LogLevel = "info"
     static_url: str = "/static"
     shutdown_timeout: float = 1.5
+    broadcast_url: str | None = None
     # Where the values came from (not a setting): the file, or None when built in code.
     source: Path | None = field(default=None, compare=False)
 
@@ -182,6 +183,7 @@ def _field_type(name: str) -> str:
         "log_level": "level",
         "static_url": "path",
         "shutdown_timeout": "seconds",
+        "broadcast_url": "str|None",
     }[name]
 
 

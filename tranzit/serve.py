@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from .app import create_app, create_ws_app
+from .app import create_app, create_hub, create_ws_app
 from .config import Config
 from .errors import ServeError
 from .project import Project
@@ -80,10 +80,13 @@ async def serve(
     """Serve until a signal. ``ws=None`` means ``config.ws_server_on``."""
     with_ws = config.ws_server_on if ws is None else ws
     runners: list[web.AppRunner] = []
+    # One hub for both apps: a message sent from an HTTP view reaches ws-port clients.
+    hub = create_hub(config)
+    await hub.start()
     try:
         if http:
             runner = web.AppRunner(
-                create_app(config, project, middlewares=middlewares),
+                create_app(config, project, middlewares=middlewares, hub=hub),
                 shutdown_timeout=config.shutdown_timeout,
                 access_log=None,
             )
@@ -95,7 +98,7 @@ async def serve(
             )
         if with_ws:
             runner = web.AppRunner(
-                create_ws_app(config, project),
+                create_ws_app(config, project, hub=hub),
                 shutdown_timeout=config.shutdown_timeout,
                 access_log=None,
             )
@@ -110,6 +113,7 @@ async def serve(
         # Shutdown closes websockets with 1001 and cancels their handlers (on_shutdown).
         for runner in reversed(runners):
             await runner.cleanup()
+        await hub.close()
 
 
 def run(

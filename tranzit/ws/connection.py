@@ -6,9 +6,9 @@ import asyncio
 import itertools
 import json
 import logging
-import os
+import secrets
 from collections.abc import Coroutine, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
 
@@ -16,8 +16,12 @@ __all__ = ["Connection", "ConnectionClosed", "ConnectionRegistry"]
 
 log = logging.getLogger("tranzit.ws")
 
+if TYPE_CHECKING:
+    from .hub import Hub
+
 _ids = itertools.count(1)
-_PREFIX = f"{os.getpid():x}"
+# Ids stay unique across replicas (containers often all run as pid 1).
+_PREFIX = secrets.token_hex(4)
 
 
 class ConnectionClosed(ConnectionError):
@@ -32,17 +36,39 @@ class Connection:
     client reads is slowed down instead of growing memory.
     """
 
-    __slots__ = ("_send_slots", "_tasks", "_ws", "id", "request", "state")
+    __slots__ = (
+        "_outbox",
+        "_pump",
+        "_send_slots",
+        "_slow",
+        "_tasks",
+        "_ws",
+        "groups",
+        "hub",
+        "id",
+        "request",
+        "state",
+    )
 
     def __init__(
-        self, ws: web.WebSocketResponse, request: web.Request, *, send_queue: int = 64
+        self,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        *,
+        send_queue: int = 64,
+        hub: Hub | None = None,
     ) -> None:
         self.id = f"{_PREFIX}-{next(_ids)}"
         self.request = request
         self.state: dict[str, Any] = {}
+        self.groups: set[str] = set()
+        self.hub = hub
         self._ws = ws
         self._send_slots = asyncio.Semaphore(send_queue)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._outbox: asyncio.Queue[str] | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._slow = False
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} tasks={len(self._tasks)} closed={self.closed}>"
@@ -78,6 +104,51 @@ class Connection:
         """Close with ``code``; the endpoint then cancels this connection's handlers."""
         await self._ws.close(code=code, message=message.encode())
 
+    # Groups --------------------------------------------------------------
+
+    def join(self, group: str) -> None:
+        """Join ``group``: messages sent to it reach this client (see :class:`Hub`)."""
+        self._hub().join(self, group)
+
+    def leave(self, group: str) -> None:
+        self._hub().leave(self, group)
+
+    def _hub(self) -> Hub:
+        if self.hub is None:
+            raise RuntimeError(f"connection {self.id} belongs to no hub")
+        return self.hub
+
+    def offer(self, text: str, limit: int) -> bool:
+        """Queue ``text`` for this client without waiting (broadcast delivery).
+
+        Returns False when the outbox already holds ``limit`` messages: the
+        client is too slow, and it is being closed with 1013.
+        """
+        if self._ws.closed or self._slow:
+            return not self._slow
+        if self._outbox is None:
+            self._outbox = asyncio.Queue(limit)
+            self._pump = asyncio.get_running_loop().create_task(
+                self._drain(self._outbox), name=f"tranzit-outbox-{self.id}"
+            )
+        try:
+            self._outbox.put_nowait(text)
+        except asyncio.QueueFull:
+            self._slow = True
+            self.start(self._close_slow(), name=f"tranzit-close-{self.id}")
+            return False
+        return True
+
+    async def _drain(self, outbox: asyncio.Queue[str]) -> None:
+        try:
+            while True:
+                await self.send_text(await outbox.get())
+        except ConnectionClosed:
+            pass
+
+    async def _close_slow(self) -> None:
+        await self.close(WSCloseCode.TRY_AGAIN_LATER, "too slow: outbox full")
+
     # Handler tasks -------------------------------------------------------
 
     @property
@@ -94,6 +165,9 @@ class Connection:
     async def cancel_tasks(self) -> None:
         """Cancel every handler still running and wait until they have finished."""
         tasks = list(self._tasks)
+        if self._pump is not None:
+            tasks.append(self._pump)
+            self._pump = None
         for task in tasks:
             task.cancel()
         if tasks:

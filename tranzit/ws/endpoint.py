@@ -19,7 +19,8 @@ from aiohttp import WSMsgType, web
 
 from . import protocol
 from .connection import Connection, ConnectionClosed, ConnectionRegistry
-from .rules import RuleTable, resolve
+from .hub import Hub
+from .rules import Rule, RuleTable, resolve
 
 __all__ = [
     "REGISTRY",
@@ -32,6 +33,7 @@ __all__ = [
 
 log = logging.getLogger("tranzit.ws")
 
+#: The connections of an app's websocket endpoint (``app[HUB].connections``).
 REGISTRY = web.AppKey("tranzit.ws.registry", ConnectionRegistry)
 
 # Time a close handshake may take before the socket is dropped; shutdown stays fast.
@@ -70,18 +72,17 @@ class RuleDispatcher:
             return
         call = decision.call
         rule = self.rules[call.rule]
-        problem = rule.check_arguments(call.args)
-        if problem is not None:
+        prepared = rule.prepare(call)
+        if isinstance(prepared, str):
             await conn.send_text(
                 protocol.encode_error(
-                    protocol.BAD_ARGUMENTS, problem, form=call.form, rule=call.rule, id=call.id
+                    protocol.BAD_ARGUMENTS, prepared, form=call.form, rule=call.rule, id=call.id
                 )
             )
             return
-        conn.start(self._run(conn, call), name=f"tranzit-rule-{call.rule}-{conn.id}")
+        conn.start(self._run(conn, rule, prepared), name=f"tranzit-rule-{call.rule}-{conn.id}")
 
-    async def _run(self, conn: Connection, call: protocol.Call) -> None:
-        rule = self.rules[call.rule]
+    async def _run(self, conn: Connection, rule: Rule, call: protocol.Call) -> None:
         try:
             value = await resolve(rule.invoke(conn, call))
             reply = protocol.encode_result(call, value, connection_style=rule.connection_style)
@@ -139,7 +140,7 @@ def origin_allowed(
 def websocket_endpoint(
     dispatcher: Dispatcher,
     settings: EndpointSettings,
-    registry: ConnectionRegistry,
+    hub: Hub,
     *,
     on_connect: Callable[[Connection], Awaitable[None]] | None = None,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
@@ -159,8 +160,8 @@ def websocket_endpoint(
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="expected a websocket upgrade request\n")
         await ws.prepare(request)
-        conn = Connection(ws, request, send_queue=settings.send_queue)
-        registry.add(conn)
+        conn = Connection(ws, request, send_queue=settings.send_queue, hub=hub)
+        hub.connections.add(conn)
         try:
             if on_connect is not None:
                 await on_connect(conn)
@@ -175,7 +176,7 @@ def websocket_endpoint(
         except ConnectionClosed:
             pass
         finally:
-            registry.discard(conn)
+            hub.forget(conn)
             await conn.cancel_tasks()
             if not ws.closed:
                 await ws.close()

@@ -30,6 +30,7 @@ __all__ = [
     "encode_data",
     "encode_error",
     "encode_result",
+    "fit_text_args",
     "plan",
 ]
 
@@ -101,6 +102,20 @@ def _decode_json(text: str) -> Call | Malformed:
     if unknown:
         return Malformed(f"unexpected keys: {', '.join(unknown)}", "json", rule, call_id)
     return Call(rule, tuple(args), "json", call_id)
+
+
+def fit_text_args(args: tuple[str, ...], arity: int) -> tuple[str, ...]:
+    """Fit text-form arguments to a handler taking ``arity`` positional arguments.
+
+    Surplus arguments are joined back into the last one (the text after the
+    last expected comma is one argument), and ``name|`` means no arguments for
+    a handler that takes none.
+    """
+    if arity == 0:
+        return () if args == ("",) else args
+    if len(args) > arity:
+        return (*args[: arity - 1], ",".join(args[arity - 1 :]))
+    return args
 
 
 def encode_data(call: Call, text: str) -> str:

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import AppLoadError
 from .connection import Connection
-from .protocol import Call, encode_data
+from .protocol import Call, encode_data, fit_text_args
 
 __all__ = ["Rule", "RuleTable", "Writer", "resolve", "send_func"]
 
@@ -61,18 +61,36 @@ class Rule:
             signature = None
         return cls(name, app, handler, _is_connection_style(signature), signature)
 
-    def check_arguments(self, args: tuple[Any, ...]) -> str | None:
-        """Why ``args`` cannot be passed to the handler, or ``None`` when they can."""
-        if self.signature is None:
+    @property
+    def arity(self) -> int | None:
+        """Positional parameters a connection-style handler takes after ``conn``; None: any."""
+        if not self.connection_style or self.signature is None:
             return None
+        params = list(self.signature.parameters.values())[1:]
+        if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+            return None
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return sum(p.kind in positional for p in params)
+
+    def prepare(self, call: Call) -> Call | str:
+        """``call`` with its arguments fitted to the handler, or why they cannot be passed.
+
+        Text-form arguments of a connection-style handler are split only as
+        far as it has parameters (``echo|a, b`` gives ``echo(conn, 'a, b')``);
+        old-style handlers keep the original split.
+        """
+        if call.form == "text" and self.arity is not None:
+            call = replace(call, args=fit_text_args(call.args, self.arity))
+        if self.signature is None:
+            return call
         try:
             if self.connection_style:
-                self.signature.bind(None, *args)
+                self.signature.bind(None, *call.args)
             else:
-                self.signature.bind(*args, send_func=send_func, writer=None)
+                self.signature.bind(*call.args, send_func=send_func, writer=None)
         except TypeError as exc:
             return f"{self.name}: {exc}"
-        return None
+        return call
 
     def invoke(self, conn: Connection, call: Call) -> Any:
         """Call the handler for ``call``; returns what it returns (maybe an awaitable)."""

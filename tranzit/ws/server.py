@@ -10,6 +10,7 @@ from aiohttp import WSCloseCode, web
 
 from .connection import Connection, ConnectionClosed, ConnectionRegistry
 from .endpoint import REGISTRY, EndpointSettings, websocket_endpoint
+from .hub import HUB, Hub
 from .rules import resolve
 
 __all__ = ["LegacyApi", "WebSocketServer"]
@@ -79,9 +80,10 @@ class WebSocketServer:
         self.host = host
         self.port = port
         self.api = api
-        self.registry = ConnectionRegistry()
+        self.hub = Hub(outbox_size=send_queue)
+        self.registry: ConnectionRegistry = self.hub.connections
         settings = EndpointSettings(max_message_size, heartbeat, send_queue, allowed_origins)
-        self._handler = websocket_endpoint(_ApiDispatcher(api, max_tasks), settings, self.registry)
+        self._handler = websocket_endpoint(_ApiDispatcher(api, max_tasks), settings, self.hub)
         self._runner: web.AppRunner | None = None
 
     @staticmethod
@@ -95,6 +97,7 @@ class WebSocketServer:
 
     def make_app(self) -> web.Application:
         app = web.Application()
+        app[HUB] = self.hub
         app[REGISTRY] = self.registry
         app.router.add_get("/{path:.*}", self._handler)
 

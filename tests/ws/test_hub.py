@@ -1,0 +1,234 @@
+"""Groups and broadcast, on the in-process backend and on a real redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientWebSocketResponse, WSMsgType
+from aiohttp.test_utils import TestClient, TestServer
+from support import FIXTURES, free_port
+
+from tranzit.testing import project_app
+from tranzit.ws import HUB, BroadcastUnavailable
+from tranzit.ws.redis_backend import RedisBackend
+
+CHAT = FIXTURES / "chatproject"
+Client = TestClient[Any, Any]
+
+
+class RedisServer:
+    """A redis-server on a loopback port that a test can stop and start again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            probe = subprocess.run(
+                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True
+            )
+            if probe.stdout.strip() == "PONG":
+                return
+            time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("redis-server is not installed (Debian package redis-server)")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend(request: pytest.FixtureRequest) -> str | None:
+    """The broadcast_url of each backend; the same tests run on both."""
+    if request.param == "local":
+        return None
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url
+
+
+async def replica(stack: AsyncExitStack, url: str | None) -> Client:
+    app = project_app(CHAT, broadcast_url=url)
+    client: Client = await stack.enter_async_context(TestClient(TestServer(app, host="127.0.0.1")))
+    backend = app[HUB].backend
+    if isinstance(backend, RedisBackend):
+        await asyncio.wait_for(backend.ready.wait(), timeout=5)
+    return client
+
+
+async def call(ws: ClientWebSocketResponse, text: str, expect: str) -> None:
+    await ws.send_str(text)
+    assert await ws.receive_str(timeout=5) == expect
+
+
+async def joined(client: Client, group: str) -> ClientWebSocketResponse:
+    ws = await client.ws_connect("/ws")
+    await call(ws, f"join|{group}", f"join|joined {group}")
+    return ws
+
+
+async def test_group_message_reaches_every_member_once_in_order(backend: str | None) -> None:
+    replicas = 1 if backend is None else 3
+    async with AsyncExitStack() as stack:
+        clients = [await replica(stack, backend) for _ in range(replicas)]
+        members = [await joined(clients[i % replicas], "room") for i in range(9)]
+        outsider = await clients[0].ws_connect("/ws")
+        sender = members[-1]
+        for n in range(20):
+            await sender.send_str(f"say|room,m{n}")
+        expected = [f"m{n}" for n in range(20)]
+        for ws in members:
+            got = [
+                m
+                for m in [await ws.receive_str(timeout=5) for _ in range(20 + (ws is sender) * 20)]
+                if not m.startswith("say|")
+            ]
+            assert got == expected
+        await outsider.send_str("whoami|")  # the outsider got nothing before its own reply
+        assert (await outsider.receive_str(timeout=5)).startswith("whoami|")
+        for ws in [*members, outsider]:
+            await ws.close()
+
+
+async def two_replicas(stack: AsyncExitStack, backend: str | None) -> tuple[Client, Client]:
+    """Two servers sharing Redis; with the in-process backend, one server twice."""
+    first = await replica(stack, backend)
+    return first, (first if backend is None else await replica(stack, backend))
+
+
+async def test_send_to_one_connection_and_to_everyone(backend: str | None) -> None:
+    async with AsyncExitStack() as stack:
+        a, b = await two_replicas(stack, backend)
+        alice, bob = await a.ws_connect("/ws"), await b.ws_connect("/ws")
+        await bob.send_str("whoami|")
+        bob_id = (await bob.receive_str(timeout=5)).removeprefix("whoami|")
+        await call(alice, f"tell|{bob_id},psst", "tell|told")
+        assert await bob.receive_str(timeout=5) == "psst"
+        await alice.send_str("shout|hi all")
+        assert sorted([await alice.receive_str(timeout=5), await alice.receive_str(timeout=5)]) == [
+            "hi all",
+            "shout|shouted",
+        ]
+        assert await bob.receive_str(timeout=5) == "hi all"
+        await alice.close()
+        await bob.close()
+
+
+async def test_http_view_publishes_to_a_group(backend: str | None) -> None:
+    async with AsyncExitStack() as stack:
+        web_replica, ws_replica = await two_replicas(stack, backend)
+        member = await joined(ws_replica, "news")
+        resp = await web_replica.post("/announce", json={"group": "news", "text": "новости 📰"})
+        assert resp.status == 200
+        assert await member.receive_str(timeout=5) == "новости 📰"
+        await member.close()
+
+
+async def test_closed_connections_leave_their_groups(backend: str | None) -> None:
+    async with AsyncExitStack() as stack:
+        client = await replica(stack, backend)
+        hub = client.app[HUB]  # type: ignore[index]
+        ws = await joined(client, "room")
+        await call(ws, "join|other", "join|joined other")
+        assert len(list(hub.members("room"))) == 1
+        await ws.close()
+        for _ in range(100):
+            if not list(hub.members("room")) and not list(hub.members("other")):
+                break
+            await asyncio.sleep(0.02)
+        assert list(hub.members("room")) == [] and list(hub.members("other")) == []
+        assert len(hub.connections) == 0
+
+
+async def test_slow_client_is_closed_and_does_not_delay_others(
+    backend: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with AsyncExitStack() as stack:
+        app = project_app(CHAT, broadcast_url=backend, ws_send_queue=4)
+        client: Client = await stack.enter_async_context(
+            TestClient(TestServer(app, host="127.0.0.1"))
+        )
+        hub = app[HUB]
+        fast = await joined(client, "room")
+        slow = await joined(client, "room")  # joins, then stops reading
+        chunk = "x" * 65536
+        for n in range(200):  # 12.5 MiB: more than the socket buffers hold
+            await hub.send_group("room", f"{n}:{chunk}")
+            received = await fast.receive_str(timeout=5)
+            assert received.startswith(f"{n}:")  # the fast client is never held up
+        assert any("too slow" in r.getMessage() for r in caplog.records)
+        for _ in range(300):  # now read what reached the slow client, up to the close
+            msg = await slow.receive(timeout=5)
+            if msg.type != WSMsgType.TEXT:
+                break
+        assert msg.type == WSMsgType.CLOSE and msg.data == 1013
+        assert len(list(hub.members("room"))) == 1
+        await fast.close()
+
+
+async def test_redis_outage_local_delivery_error_and_recovery(redis_server: RedisServer) -> None:
+    async with AsyncExitStack() as stack:
+        a, b = await replica(stack, redis_server.url), await replica(stack, redis_server.url)
+        local, remote = await joined(a, "room"), await joined(b, "room")
+        hub_a = a.app[HUB]  # type: ignore[index]
+        await hub_a.send_group("room", "before")
+        assert await local.receive_str(timeout=5) == "before"
+        assert await remote.receive_str(timeout=5) == "before"
+
+        redis_server.stop()
+        with pytest.raises(BroadcastUnavailable, match="cannot publish to redis://"):
+            await hub_a.send_group("room", "during")
+        assert await local.receive_str(timeout=5) == "during"  # local delivery kept working
+
+        redis_server.start()
+        backend_a, backend_b = hub_a.backend, b.app[HUB].backend  # type: ignore[index]
+        for backend in (backend_a, backend_b):
+            await asyncio.wait_for(backend.ready.wait(), timeout=15)
+        await hub_a.send_group("room", "after")
+        assert await local.receive_str(timeout=5) == "after"
+        assert await remote.receive_str(timeout=5) == "after"  # "during" was not queued
+        await local.close()
+        await remote.close()
