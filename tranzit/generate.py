@@ -137,6 +137,7 @@ def generate_project(
         _checkout=None,
     )
 
+    _check_values(template, context)
     target = output_dir / str(context["cookiecutter"]["project_slug"])
     exists = target.exists()
     if exists and not target.is_dir():
@@ -146,7 +147,6 @@ def generate_project(
             f"{target} already exists and is not empty; choose another name or --output-dir, "
             "or pass --force to write the template's files over it"
         )
-    _check_values(template, context)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     try:

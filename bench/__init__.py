@@ -1,0 +1,1 @@
+"""tranzit's benchmark harness: ``python -m bench`` (see ``python -m bench --help``)."""

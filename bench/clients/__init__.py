@@ -1,0 +1,1 @@
+"""Load clients run as their own processes (pinned to the load core)."""

@@ -1,0 +1,11 @@
+from .views import EchoView, HelloView, broadcast, echo
+
+routes = {
+    "/": HelloView,
+    "/echo": EchoView,
+}
+
+ws_rules = {
+    "echo": echo,
+    "broadcast": broadcast,
+}

@@ -1,0 +1,1 @@
+"""Servers under test. Each peer serves the same routes with the same bytes."""

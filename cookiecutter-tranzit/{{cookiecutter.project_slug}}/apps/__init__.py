@@ -1,0 +1,1 @@
+"""The project's apps: each subpackage listed under ``apps:`` in server.yml is loaded."""

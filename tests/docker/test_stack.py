@@ -1,0 +1,286 @@
+"""A project generated from the template, built on tranzit's images and run with compose.
+
+Every request goes through nginx, the only published port. The tests share one
+stack and run in file order: the last one stops the ws service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import secrets
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from dockerstack import CURRENT_STACK, TEMPLATE, DockerEnv, Stack, record, run
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
+
+FIRST_APP = "hello"  # the template's default first_app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(
+    url_base: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """One raw GET (http.client sends the path exactly as given: no dot-segment cleanup)."""
+    host, port = url_base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def inspect(container: str) -> dict[str, object]:
+    out = run(["docker", "inspect", container], timeout=30).stdout
+    return dict(json.loads(out)[0])
+
+
+@pytest.fixture(scope="module")
+def stack(tranzit_images: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    from cookiecutter.main import cookiecutter
+
+    out = tmp_path_factory.mktemp("generated")
+    root = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(out)))
+    name = f"tztest{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {
+        **tranzit_images.env,
+        "IMAGE_NAME": f"tranzit-test/{name}",
+        "IMAGE_TAG": "t",
+        "TRANZIT_SECRET_KEY": secrets.token_urlsafe(32),
+        "TRANZIT_PUBLISH_PORT": f"127.0.0.1:{port}",
+        # The scale test tells the web containers apart by their access logs.
+        "GUNICORN_ACCESS_LOG": "1",
+        "WEB_CONCURRENCY": "1",
+    }
+    stack = Stack(root, name, tranzit_images.compose, env, port)
+    CURRENT_STACK.append(stack)
+    try:
+        started = time.monotonic()
+        stack.compose("build", timeout=900)
+        record("build generated project (app + nginx targets)", time.monotonic() - started)
+        record("size project app image", _size(f"tranzit-test/{name}:t"))
+        record("size project nginx image", _size(f"tranzit-test/{name}-nginx:t"))
+        started = time.monotonic()
+        stack.compose("up", "-d", "--wait", "--wait-timeout", "180", "--pull", "never", timeout=300)
+        record("up -d --wait", time.monotonic() - started)
+        started = time.monotonic()
+        status, _, _ = get(stack.url, "/")
+        record("first request after up (GET / through nginx)", time.monotonic() - started)
+        assert status == 200
+        yield stack
+    finally:
+        try:
+            subprocess.run(
+                [*stack.compose_cmd, "-p", name, "down", "-v", "--rmi", "all", "--remove-orphans"],
+                env=env,
+                cwd=root,
+                capture_output=True,
+                timeout=180,
+            )
+            # Images a rebuild replaced are untagged but still labelled with the project.
+            leftovers = subprocess.run(
+                ["docker", "images", "-q", "--filter", f"label=com.docker.compose.project={name}"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout.split()
+            if leftovers:
+                subprocess.run(
+                    ["docker", "image", "rm", "-f", *sorted(set(leftovers))],
+                    capture_output=True,
+                    timeout=120,
+                )
+        finally:
+            CURRENT_STACK.remove(stack)
+
+
+def _size(image: str) -> str:
+    out = run(["docker", "image", "inspect", "-f", "{{.Size}}", image], timeout=30).stdout
+    return f"{int(out.strip()) / 1e6:.0f} MB"
+
+
+def test_page_and_static_files_from_nginx(stack: Stack) -> None:
+    status, headers, body = get(stack.url, "/")
+    assert status == 200
+    assert b"<html" in body.lower()
+
+    probe = uuid.uuid4().hex
+    for path in (
+        f"/static/tranzit/tz.js?probe={probe}",
+        f"/static/common/site.css?probe={probe}",
+        f"/static/{FIRST_APP}/app.css?probe={probe}",
+    ):
+        status, headers, body = get(stack.url, path, {"Accept-Encoding": "gzip"})
+        assert status == 200, path
+        assert headers["server"] == "nginx", headers
+        assert headers.get("etag"), headers
+        assert "max-age=" in headers.get("cache-control", ""), headers
+        assert body
+    # tz.js is large enough to be compressed.
+    _, headers, _ = get(stack.url, "/static/tranzit/tz.js", {"Accept-Encoding": "gzip"})
+    assert headers.get("content-encoding") == "gzip", headers
+    # None of them reached the web service: nginx served them from its image.
+    web_logs = stack.compose("logs", "--no-color", "web").stdout
+    assert "GET /" in web_logs  # the access log is on, so absence below means something
+    assert probe not in web_logs
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../../../../etc/passwd",
+        "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/static/tranzit/..%2f..%2f..%2f..%2fetc/passwd",
+        "/static/common/../../../../../etc/passwd",
+        "/static/common/",
+        "/static/",
+        "/static/tranzit/.hidden",
+    ],
+)
+def test_no_traversal_or_listing(stack: Stack, path: str) -> None:
+    status, _, body = get(stack.url, path)
+    assert status in (400, 403, 404), (path, status)
+    assert b"root:" not in body
+    assert b"Index of" not in body
+
+
+async def test_websocket_rule_and_endless_rule(stack: Stack) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{stack.url}/ws", heartbeat=None) as ws,
+    ):
+        await ws.send_str("echo|through nginx")
+        reply = await ws.receive(timeout=10)
+        assert reply.type == aiohttp.WSMsgType.TEXT and reply.data == "echo|through nginx"
+        # The template's endless old-style rule pushes every second.
+        await ws.send_str("clock|")
+        pushed = [await ws.receive(timeout=5) for _ in range(3)]
+        assert all(m.type == aiohttp.WSMsgType.TEXT for m in pushed)
+        assert all(m.data.startswith("clock|") for m in pushed), pushed
+
+
+def test_containers_non_root_read_only_healthy(stack: Stack) -> None:
+    containers = {s: stack.containers(s) for s in ("web", "ws", "nginx")}
+    for service, ids in containers.items():
+        assert ids, f"no {service} container"
+        for cid in ids:
+            info = inspect(cid)
+            state = info["State"]
+            assert isinstance(state, dict) and state["Health"]["Status"] == "healthy", service
+            host = info["HostConfig"]
+            assert isinstance(host, dict) and host["ReadonlyRootfs"] is True, service
+            assert host["CapDrop"] == ["ALL"], service
+            status = run(["docker", "exec", cid, "cat", "/proc/1/status"], timeout=30).stdout
+            uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+            assert all(uid != "0" for uid in uid_line.split()[1:]), (service, uid_line)
+            touch = subprocess.run(
+                ["docker", "exec", cid, "sh", "-c", "echo x > /probe"],
+                capture_output=True,
+                timeout=30,
+            )
+            assert touch.returncode != 0, f"{service}: root filesystem is writable"
+
+
+def test_scale_web_reaches_both_without_restarting_nginx(stack: Stack) -> None:
+    (nginx,) = stack.containers("nginx")
+    nginx_started = inspect(nginx)["State"]["StartedAt"]  # type: ignore[index]
+    stack.compose(
+        "up", "-d", "--wait", "--pull", "never", "--no-recreate", "--scale", "web=2", timeout=300
+    )
+    assert len(stack.containers("web")) == 2
+    probe = uuid.uuid4().hex
+    seen: set[str] = set()
+    deadline = time.monotonic() + 40  # nginx re-resolves "web" every 5 s
+    while time.monotonic() < deadline and len(seen) < 2:
+        for _ in range(10):
+            assert get(stack.url, f"/?probe={probe}")[0] == 200
+        logs = stack.compose("logs", "--no-color", "web").stdout
+        seen = {line.split("|", 1)[0].strip() for line in logs.splitlines() if probe in line}
+        time.sleep(0.5)
+    assert len(seen) == 2, f"requests reached only {seen}"
+    assert inspect(nginx)["State"]["StartedAt"] == nginx_started  # type: ignore[index]
+    assert stack.containers("nginx") == [nginx]
+
+
+async def test_code_change_and_rebuild(stack: Stack) -> None:
+    marker = uuid.uuid4().hex[:10]
+    assert get(stack.url, f"/changed-{marker}")[0] == 404
+    routes = stack.root / "apps" / FIRST_APP / "routes.py"
+    routes.write_text(
+        routes.read_text()
+        + f"""
+
+from tranzit import web as _web
+
+
+class _ChangedView(_web.TZView):
+    async def get(self, request):
+        return _web.Response(text="changed {marker}")
+
+
+async def _shout(conn, text):
+    return text.upper()
+
+
+routes["/changed-{marker}"] = _ChangedView
+ws_rules["shout"] = _shout
+"""
+    )
+    started = time.monotonic()
+    await asyncio.to_thread(stack.compose, "build", timeout=600)
+    record("rebuild after a code change", time.monotonic() - started)
+    await asyncio.to_thread(
+        stack.compose, "up", "-d", "--wait", "--pull", "never", "--wait-timeout", "180", timeout=300
+    )
+    status, _, body = get(stack.url, f"/changed-{marker}")
+    assert (status, body) == (200, f"changed {marker}".encode())
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{stack.url}/ws", heartbeat=None) as ws,
+    ):
+        await ws.send_str("shout|new code")
+        reply = await ws.receive(timeout=10)
+        assert reply.data == "shout|NEW CODE"
+
+
+async def test_stop_ws_closes_clients_with_1001_quickly(stack: Stack) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{stack.url}/ws", heartbeat=None) as ws,
+    ):
+        await ws.send_str("clock|")
+        first = await ws.receive(timeout=5)
+        assert first.type == aiohttp.WSMsgType.TEXT
+
+        started = time.monotonic()
+        stopping = asyncio.create_task(asyncio.to_thread(stack.compose, "stop", "ws"))
+        close_code = None
+        for _ in range(100):  # bounded: clock pushes one message a second
+            message = await ws.receive(timeout=10)
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                close_code = ws.close_code
+                break
+        closed_after = time.monotonic() - started
+        await stopping
+        stop_time = time.monotonic() - started
+    record("ws client close after `compose stop ws`", closed_after)
+    record("`docker compose stop ws`", stop_time)
+    assert close_code == 1001
+    assert stop_time < 5.0
