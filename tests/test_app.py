@@ -168,7 +168,7 @@ def test_app_import_failure_names_the_app_and_the_error(tmp_path: Path) -> None:
 
 def test_missing_app_and_wrong_types(tmp_path: Path) -> None:
     root = make_project(tmp_path, {"bad": "routes = ['/x']\n"})
-    with pytest.raises(AppLoadError, match="app 'ghost'.*not found"):
+    with pytest.raises(AppLoadError, match=r"app 'ghost'.*not found"):
         load_project(root, Config(apps=("ghost",)))
     with pytest.raises(AppLoadError, match="routes: expected a dict, found list"):
         load_project(root, Config(apps=("bad",)))

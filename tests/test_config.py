@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import clean_env
 
 from tranzit.config import Config, load_config, locate_project
 from tranzit.errors import ConfigError
-
-from support import clean_env
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -86,7 +85,7 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ("production: maybe\n", {}, "server.yml", "production", "true or false", "'maybe'"),
         ("ws_port: 3000\n", {}, "server.yml", "ws_port", "other than http_port", "3000"),
         ("", {"TRANZIT_HTTP_PORT": "x"}, "TRANZIT_HTTP_PORT", "http_port", "port", "'x'"),
-        ("", {"TRANZIT_WS_HEARTBEAT": "-1"}, "TRANZIT_WS_HEARTBEAT", "ws_heartbeat", "seconds", "-1"),
+        ("", {"TRANZIT_WS_HEARTBEAT": "-1"}, "TRANZIT_WS_HEARTBEAT", "ws_heartbeat", "sec", "-1"),
         ("", {"TRANZIT_LOG_LEVEL": "loud"}, "TRANZIT_LOG_LEVEL", "log_level", "debug", "'loud'"),
     ],
 )

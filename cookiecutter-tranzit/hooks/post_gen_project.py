@@ -5,6 +5,7 @@ The values below were checked by pre_gen_project, so they are plain words.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from pathlib import Path
 
@@ -19,7 +20,18 @@ EXAMPLE_ONLY = [
     Path("tests", "test_rules.py"),
 ]
 
+
+def write_env() -> None:
+    """A ready .env (git- and docker-ignored) with its own secret: `docker compose up` just works."""
+    env = Path(".env")
+    if not env.exists():
+        text = Path(".env.example").read_text(encoding="utf-8")
+        secret = secrets.token_urlsafe(48)
+        env.write_text(text.replace("TRANZIT_SECRET_KEY=\n", f"TRANZIT_SECRET_KEY={secret}\n"))
+
+
 if __name__ == "__main__":
+    write_env()
     if not INCLUDE_EXAMPLE:
         for path in EXAMPLE_ONLY:
             path.unlink()

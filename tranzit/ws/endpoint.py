@@ -21,6 +21,7 @@ from . import protocol
 from .connection import Connection, ConnectionClosed, ConnectionRegistry
 from .hub import Hub
 from .rules import Rule, RuleTable, resolve
+from .strict import StrictWebSocketResponse
 
 __all__ = [
     "REGISTRY",
@@ -152,7 +153,7 @@ def websocket_endpoint(
         if not origin_allowed(origin, request.host, allowed, settings.sibling_ports):
             log.warning("refused websocket from origin %r (host %r)", origin, request.host)
             raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed\n")
-        ws = web.WebSocketResponse(
+        ws = StrictWebSocketResponse(
             heartbeat=settings.heartbeat,
             max_msg_size=settings.max_message_size,
             timeout=CLOSE_TIMEOUT,

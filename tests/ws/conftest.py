@@ -1,0 +1,132 @@
+"""Fixtures for the websocket tests: the ``wsproject`` fixture served for real.
+
+Every server listens on 127.0.0.1 on an ephemeral port, in this test's event
+loop, and is shut down (runner cleanup) when the test ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tranzit.app import create_ws_app
+from tranzit.config import load_config, locate_project
+from tranzit.project import load_project
+from tranzit.testing import project_app
+from tranzit.ws import endpoint as ws_endpoint
+from tranzit.ws.connection import Connection, ConnectionRegistry
+
+WSPROJECT = Path(__file__).resolve().parent.parent / "fixtures" / "wsproject"
+
+#: Where each kind of endpoint is reached: the HTTP app's ``ws_path``, or any
+#: path of the standalone websocket app (the ``ws_port`` of old projects).
+ENDPOINT_PATHS = {"http": "/ws", "standalone": "/any/path?x=1"}
+
+
+@dataclass
+class Served:
+    """One running server of the ``wsproject`` fixture."""
+
+    server: TestServer
+    app: web.Application
+    path: str
+
+    @property
+    def port(self) -> int:
+        assert self.server.port is not None
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{self.path}"
+
+    @property
+    def origin(self) -> str:
+        """The ``Origin`` a page served by this server would send."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def registry(self) -> ConnectionRegistry:
+        """The open connections (``.task_count()``: their running handler tasks)."""
+        return registry_of(self.app)
+
+    def connections(self) -> list[Connection]:
+        return list(self.registry)
+
+    async def close(self) -> None:
+        await self.server.close()
+
+
+def registry_of(app: web.Application) -> ConnectionRegistry:
+    """The app's connection registry: ``app[HUB].connections`` or the older ``app[REGISTRY]``."""
+    try:
+        from tranzit.ws.hub import HUB
+    except ImportError:  # before groups/broadcast existed
+        HUB = None
+    if HUB is not None and HUB in app:
+        return app[HUB].connections
+    return app[ws_endpoint.REGISTRY]
+
+
+def build_app(kind: str, **overrides: Any) -> web.Application:
+    if kind == "http":
+        return project_app(WSPROJECT, **overrides)
+    root, file = locate_project(WSPROJECT, environ={})
+    config = load_config(file, {}, required=False)
+    if overrides:
+        config = config.replace(**overrides)
+    return create_ws_app(config, load_project(root, config))
+
+
+Serve = Callable[..., Awaitable[Served]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """``await serve(kind="http"|"standalone", **config_overrides)`` starts a server."""
+    started: list[Served] = []
+
+    async def start(kind: str = "http", **overrides: Any) -> Served:
+        app = build_app(kind, **overrides)
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        served = Served(server, app, ENDPOINT_PATHS[kind])
+        started.append(served)
+        return served
+
+    yield start
+    for served in reversed(started):
+        await served.close()
+
+
+@pytest.fixture(params=sorted(ENDPOINT_PATHS))
+async def served(request: pytest.FixtureRequest, serve: Serve) -> Served:
+    """The fixture project on both endpoints: ``/ws`` of the HTTP app and the ws port."""
+    return await serve(request.param)
+
+
+WaitUntil = Callable[..., Awaitable[None]]
+
+
+async def _wait_until(
+    predicate: Callable[[], bool], timeout: float = 3.0, message: str = "condition"
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def wait_until() -> WaitUntil:
+    """``await wait_until(predicate, timeout=3.0, message=...)``: bounded polling."""
+    return _wait_until
