@@ -34,11 +34,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--only", action="append", default=[], metavar="NAME",
         help=f"run only these workloads (repeatable or comma separated): {', '.join(WORKLOADS)}",
     )  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="a few seconds: checks the harness, not speed")
-    parser.add_argument("--out", type=Path, help="directory for the JSON and plots (default bench/results, or bench/results/quick)")
-    parser.add_argument("--docs", type=Path, help="markdown to write (default docs/BENCHMARKS.md for a full run of everything)")
-    parser.add_argument("--from-json", type=Path, metavar="FILE", help="only regenerate the markdown and plots from a results file")
-    parser.add_argument("--tranzit-path", help="directory put first on PYTHONPATH of tranzit's servers (an experimental copy)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a few seconds: checks the harness, not speed"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="directory for the JSON and plots (default bench/results, or bench/results/quick)",
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        help="markdown to write (default docs/BENCHMARKS.md for a full run of everything)",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="only regenerate the markdown and plots from a results file",
+    )
+    parser.add_argument(
+        "--tranzit-path",
+        help="directory put first on PYTHONPATH of tranzit's servers (an experimental copy)",
+    )
     parser.add_argument("--repeats", type=int, help="runs per peer (default 3; quick 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 5)")
     return parser.parse_args(argv)
@@ -50,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     only = [name for item in args.only for name in item.split(",") if name]
     unknown = [n for n in only if n not in WORKLOADS]
     if unknown:
-        print(f"bench: --only: expected one of {', '.join(WORKLOADS)}, found {', '.join(unknown)}", file=sys.stderr)
+        print(
+            f"bench: --only: expected one of {', '.join(WORKLOADS)}, found {', '.join(unknown)}",
+            file=sys.stderr,
+        )
         return 2
-    partial = bool(only) or args.quick or args.tranzit_path is not None
+    partial = bool(only) or args.quick
     out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
     docs = args.docs or (DOCS if not partial else out / "BENCHMARKS.md")
 
@@ -102,10 +123,17 @@ def write_docs(results: dict[str, Any], docs: Path, out: Path) -> None:
 def run(settings: Settings, names: list[str], argv: list[str]) -> dict[str, Any]:
     proc.install_cleanup()
     if not proc.pinning_available():
-        print("bench: warning: no taskset or fewer than 2 CPUs: servers and clients are not pinned", file=sys.stderr)
+        print(
+            "bench: warning: no taskset or fewer than 2 CPUs: servers and clients are not pinned",
+            file=sys.stderr,
+        )
     info = machine.describe(argv)
     info["loadavg_before"] = machine.loadavg()
-    results: dict[str, Any] = {"run": info, "settings": dataclasses.asdict(settings), "workloads": {}}
+    results: dict[str, Any] = {
+        "run": info,
+        "settings": dataclasses.asdict(settings),
+        "workloads": {},
+    }
     began = time.monotonic()
     for i, name in enumerate(names, 1):
         t0 = time.monotonic()

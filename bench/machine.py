@@ -1,3 +1,4 @@
+# ruff: noqa: SIM115
 """What the numbers were measured on: machine, versions, command, load."""
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ from typing import Any
 
 from . import proc
 
-PACKAGES = ("tranzit", "aiohttp", "uvloop", "gunicorn", "uvicorn", "httptools", "starlette", "websockets", "matplotlib")
+PACKAGES = (
+    "tranzit",
+    "aiohttp",
+    "uvloop",
+    "gunicorn",
+    "uvicorn",
+    "httptools",
+    "starlette",
+    "websockets",
+    "matplotlib",
+)
 
 
 def loadavg() -> list[float]:
@@ -34,7 +45,11 @@ def _run(argv: list[str]) -> str:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, cwd=proc.ROOT)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr).strip() else "unknown"
+    return (
+        (out.stdout or out.stderr).strip().splitlines()[0]
+        if (out.stdout or out.stderr).strip()
+        else "unknown"
+    )
 
 
 def describe(argv: list[str]) -> dict[str, Any]:

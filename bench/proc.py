@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Processes of a run: pinned servers and clients, their CPU time and memory.
 
 Every process started here is in its own process group and is registered, so
@@ -165,7 +166,9 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     raise BenchError(f"expected {proc.bench_name} on port {port} within {timeout:.0f} s")  # type: ignore[attr-defined]
 
 
-def http(url: str, data: bytes | None = None, headers: Mapping[str, str] = ()) -> tuple[int, dict[str, str], bytes]:
+def http(
+    url: str, data: bytes | None = None, headers: Mapping[str, str] = ()
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=data, headers=dict(headers))
     with urllib.request.urlopen(req, timeout=5) as resp:
         return resp.status, dict(resp.headers), resp.read()
@@ -219,23 +222,54 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def core_ticks() -> dict[int, tuple[int, int, int]]:
+    """Per CPU, from /proc/stat: (idle + iowait, steal, all) ticks."""
+    out = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            v = [int(x) for x in values]
+            out[int(name[3:])] = (v[3] + v[4], v[7] if len(v) > 7 else 0, sum(v[:8]))
+    return out
+
+
 @dataclass
 class CpuMeter:
-    """CPU use of the server (its process tree) and the client over a window."""
+    """CPU use of the server (its process tree) and the client over a window.
+
+    Also the idle and steal share of both cores: on a shared VM, a process
+    below 100 % with its core neither idle nor stolen lost the CPU to a neighbour.
+    """
 
     server: int
     client: int
-    _marks: list[tuple[float, float, float]] = field(default_factory=list)
+    _marks: list[tuple[float, float, float, dict[int, tuple[int, int, int]]]] = field(
+        default_factory=list
+    )
 
     def mark(self) -> None:
         self._marks.append(
-            (time.monotonic(), cpu_seconds(tree(self.server)), cpu_seconds([self.client]))
+            (
+                time.monotonic(),
+                cpu_seconds(tree(self.server)),
+                cpu_seconds([self.client]),
+                core_ticks(),
+            )
         )
 
     def percent(self) -> dict[str, float]:
-        """``{"server": %, "client": %}`` of one core between the first and last mark."""
+        """``server``/``client``: % of one core; ``coreN_idle``/``coreN_steal``: % of that core."""
         if len(self._marks) < 2:
             return {}
-        (t0, s0, c0), (t1, s1, c1) = self._marks[0], self._marks[-1]
+        (t0, s0, c0, k0), (t1, s1, c1, k1) = self._marks[0], self._marks[-1]
         wall = max(t1 - t0, 1e-9)
-        return {"server": round(100 * (s1 - s0) / wall, 1), "client": round(100 * (c1 - c0) / wall, 1)}
+        out = {
+            "server": round(100 * (s1 - s0) / wall, 1),
+            "client": round(100 * (c1 - c0) / wall, 1),
+        }
+        for core, label in ((SERVER_CPU, "server_core"), (CLIENT_CPU, "client_core")):
+            if core in k0 and core in k1:
+                total = max(1, k1[core][2] - k0[core][2])
+                out[f"{label}_idle"] = round(100 * (k1[core][0] - k0[core][0]) / total, 1)
+                out[f"{label}_steal"] = round(100 * (k1[core][1] - k0[core][1]) / total, 1)
+        return out

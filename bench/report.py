@@ -1,3 +1,4 @@
+# ruff: noqa: E501, RUF001, RUF005
 """docs/BENCHMARKS.md and its plots, from the JSON of one run."""
 
 from __future__ import annotations
@@ -31,13 +32,24 @@ def _saturation(cpu: dict[str, float]) -> str:
     return " and ".join(busy) if busy else "neither"
 
 
+def _steal(runs: list[dict[str, Any]]) -> str:
+    """Median steal of the two cores over the runs (time the VM's neighbours took)."""
+
+    def med(key: str) -> float | None:
+        values = sorted(r["cpu_percent"][key] for r in runs if key in r.get("cpu_percent", {}))
+        return values[len(values) // 2] if values else None
+
+    return f"{_f(med('server_core_steal'), 0)} / {_f(med('client_core_steal'), 0)}"
+
+
 def _rate_table(name: str, data: dict[str, Any]) -> list[str]:
     unit = UNITS[name]
     peers = data["peers"]
     base = peers["tranzit"]["rate"]
     lines = [
-        f"| peer | {unit} (median) | runs | vs tranzit | latency p50 ms | p99 ms | server CPU % | client CPU % | at ≥ 90 % CPU |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|",
+        f"| peer | {unit} (median) | runs | vs tranzit | latency p50 ms | p99 ms | server CPU % | client CPU % "
+        "| at ≥ 90 % CPU | steal % server/client core |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for peer, p in peers.items():
         runs = ", ".join(f"{r.get('rps', r.get('rate')):,.0f}" for r in p["runs"])
@@ -45,11 +57,14 @@ def _rate_table(name: str, data: dict[str, Any]) -> list[str]:
             f"| {peer} | {_f(p['rate'], 0)} | {runs} | {_f(base / p['rate'] if p['rate'] else None)}× "
             f"| {_f(p['latency_ms']['50'])} | {_f(p['latency_ms']['99'])} "
             f"| {_f(p['cpu_percent']['server'], 0)} | {_f(p['cpu_percent']['client'], 0)} "
-            f"| {_saturation(p['cpu_percent'])} |"
+            f"| {_saturation(p['cpu_percent'])} | {_steal(p['runs'])} |"
         )
     if any(p.get("errors") for p in peers.values()):
         lines.append("")
-        lines.append("Errors (non-2xx or socket errors): " + ", ".join(f"{k}: {p['errors']}" for k, p in peers.items()))
+        lines.append(
+            "Errors (non-2xx or socket errors): "
+            + ", ".join(f"{k}: {p['errors']}" for k, p in peers.items())
+        )
     return lines
 
 
@@ -69,7 +84,10 @@ def _fanout_table(data: dict[str, Any]) -> list[str]:
                 f"| {_f(row['p99_ms'])} | {_f(row['server_loop_ms'])} | {_f(connect, 1)} |"
             )
     if data.get("skipped_sizes"):
-        lines += ["", f"Skipped sizes {data['skipped_sizes']}: open-files limit {data['nofile_limit']}."]
+        lines += [
+            "",
+            f"Skipped sizes {data['skipped_sizes']}: open-files limit {data['nofile_limit']}.",
+        ]
     return lines
 
 
@@ -87,8 +105,16 @@ def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) 
         "",
     ]
     if s["quick"]:
-        out += ["> **Quick run** (`--quick`): a check that the harness works; the numbers mean nothing.", ""]
-    out += ["## Targets", "", "| workload | measured | value | target | verdict |", "|---|---|---:|---|---|"]
+        out += [
+            "> **Quick run** (`--quick`): a check that the harness works; the numbers mean nothing.",
+            "",
+        ]
+    out += [
+        "## Targets",
+        "",
+        "| workload | measured | value | target | verdict |",
+        "|---|---|---:|---|---|",
+    ]
     for c in checks(results):
         unit = " KiB" if "KiB" in c.what else "×"
         value = "–" if c.value is None else f"{c.value:.2f}{unit}"
@@ -120,24 +146,34 @@ def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) 
         out.append("")
     if "ws_echo" in w:
         e = w["ws_echo"]
+        if "tranzit-patched" in e["peers"]:
+            out += [
+                f"`tranzit-patched` is an experimental copy of tranzit (`--tranzit-path {s['tranzit_path']}`),",
+                "measured interleaved with the installed one; see the findings below.",
+                "",
+            ]
         out += [
             f"{e['connections']} connections, each keeping {e['depth']} messages of 32 characters in flight; "
             "aiohttp client on uvloop, compression not negotiated; latency is send → echo per message.",
             "",
         ]
     if "fanout" in w:
-        out += [f"## {TITLES['fanout']}", ""] + _fanout_table(w["fanout"]) + [
-            "",
-            "tranzit has no broadcast API yet: the bench project's `broadcast` rule iterates the app's",
-            "connection registry (`conn.request.app[tranzit.ws.endpoint.REGISTRY]`) and awaits",
-            "`conn.send_text` for each; the raw aiohttp peer loops over its set of `WebSocketResponse`s",
-            "with `send_str`. Latency: from the trigger's send to each idle connection's receive, in the",
-            "one client process (which receives every message itself, so the client's own work is part",
-            "of p99); the server send loop is timed inside the server. RSS: the server's resident memory",
-            "after the connections settled minus before them, divided by their number. tranzit serves",
-            "with its default `ws_heartbeat` (20 s); the raw peer has none.",
-            "",
-        ]
+        out += (
+            [f"## {TITLES['fanout']}", ""]
+            + _fanout_table(w["fanout"])
+            + [
+                "",
+                "tranzit has no broadcast API yet: the bench project's `broadcast` rule iterates the app's",
+                "connection registry (`conn.request.app[tranzit.ws.endpoint.REGISTRY]`) and awaits",
+                "`conn.send_text` for each; the raw aiohttp peer loops over its set of `WebSocketResponse`s",
+                "with `send_str`. Latency: from the trigger's send to each idle connection's receive, in the",
+                "one client process (which receives every message itself, so the client's own work is part",
+                "of p99); the server send loop is timed inside the server. RSS: the server's resident memory",
+                "after the connections settled minus before them, divided by their number. tranzit serves",
+                "with its default `ws_heartbeat` (20 s); the raw peer has none.",
+                "",
+            ]
+        )
     for name in ("static", "lifecycle"):
         data = w.get(name)
         if data is not None and data.get("status") == "not measured":
@@ -169,7 +205,11 @@ def plot(results: dict[str, Any], directory: Path, relative_to: Path) -> dict[st
         for ax, name in zip(axes[0], names, strict=True):
             peers = w[name]["peers"]
             labels = list(peers)
-            ax.bar(labels, [peers[p]["rate"] for p in labels], color=["#2a7", "#58c", "#c85"][: len(labels)])
+            ax.bar(
+                labels,
+                [peers[p]["rate"] for p in labels],
+                color=["#2a7", "#58c", "#c85", "#8c8"][: len(labels)],
+            )
             for i, p in enumerate(labels):
                 runs = [r.get("rps", r.get("rate")) for r in peers[p]["runs"]]
                 ax.plot([i] * len(runs), runs, "k.", markersize=4)
@@ -185,8 +225,18 @@ def plot(results: dict[str, Any], directory: Path, relative_to: Path) -> dict[st
             peers = w[name]["peers"]
             labels = list(peers)
             x = range(len(labels))
-            ax.bar([i - 0.2 for i in x], [peers[p]["latency_ms"]["50"] for p in labels], 0.4, label="p50")
-            ax.bar([i + 0.2 for i in x], [peers[p]["latency_ms"]["99"] for p in labels], 0.4, label="p99")
+            ax.bar(
+                [i - 0.2 for i in x],
+                [peers[p]["latency_ms"]["50"] for p in labels],
+                0.4,
+                label="p50",
+            )
+            ax.bar(
+                [i + 0.2 for i in x],
+                [peers[p]["latency_ms"]["99"] for p in labels],
+                0.4,
+                label="p99",
+            )
             ax.set_xticks(list(x), labels, fontsize=8)
             ax.set_title(name)
             ax.set_ylabel("latency ms")
@@ -211,7 +261,9 @@ def plot(results: dict[str, Any], directory: Path, relative_to: Path) -> dict[st
         a2.set_ylabel("broadcast latency ms")
         a2.legend(fontsize=8)
         fig.tight_layout()
-        made["Fan-out: memory and broadcast latency"] = _save(fig, directory / "fanout.png", relative_to)
+        made["Fan-out: memory and broadcast latency"] = _save(
+            fig, directory / "fanout.png", relative_to
+        )
         plt.close(fig)
     return made
 

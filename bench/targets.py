@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001
 """The targets of issue 6, checked against one run's results."""
 
 from __future__ import annotations
@@ -58,17 +59,38 @@ def checks(results: dict[str, Any]) -> list[Check]:
         if tz is None:
             continue
         kib = tz["kib_per_connection"]
-        out.append(Check("fanout", f"{n} conns: tranzit KiB per connection", kib, "≤ 32 KiB", kib <= 32))
+        out.append(
+            Check("fanout", f"{n} conns: tranzit KiB per connection", kib, "≤ 32 KiB", kib <= 32)
+        )
         if raw is None:
             continue
         for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
             ratio = tz[key] / raw[key] if raw[key] else None
             met = None if ratio is None else ratio <= 1.2
-            out.append(Check("fanout", f"{n} conns: broadcast {label} tranzit / aiohttp", ratio, "≤ 1.2×", met))
+            out.append(
+                Check(
+                    "fanout",
+                    f"{n} conns: broadcast {label} tranzit / aiohttp",
+                    ratio,
+                    "≤ 1.2×",
+                    met,
+                )
+            )
         ratio = tz["server_loop_ms"] / raw["server_loop_ms"] if raw["server_loop_ms"] else None
-        out.append(Check("fanout", f"{n} conns: server send loop tranzit / aiohttp", ratio, "(reported)", None))
+        out.append(
+            Check(
+                "fanout",
+                f"{n} conns: server send loop tranzit / aiohttp",
+                ratio,
+                "(reported)",
+                None,
+            )
+        )
 
-    for workload, what in (("static", "through nginx / bare nginx"), ("lifecycle", "image, build, start, stop")):
+    for workload, what in (
+        ("static", "through nginx / bare nginx"),
+        ("lifecycle", "image, build, start, stop"),
+    ):
         data = results["workloads"].get(workload)
         if data is None or data.get("status") == "not measured":
             out.append(Check(workload, what, None, "see issue 6", None))

@@ -38,7 +38,9 @@ class Window:
         self.latencies: list[float] = []
 
 
-async def drive(session: aiohttp.ClientSession, url: str, depth: int, payload: str, w: Window) -> None:
+async def drive(
+    session: aiohttp.ClientSession, url: str, depth: int, payload: str, w: Window
+) -> None:
     message = "echo|" + payload
     async with session.ws_connect(url, compress=0, autoping=True, max_msg_size=1 << 20) as ws:
         sent: collections.deque[float] = collections.deque()

@@ -1,3 +1,4 @@
+# ruff: noqa: SIM105
 """The raw aiohttp peer: ``web.WebSocketResponse()`` echoing every text message.
 
 ``broadcast|<payload>`` sends ``b|<payload>`` to every open connection, then

@@ -1,6 +1,6 @@
 """The ``websockets`` library peer (its asyncio server, on uvloop): text echo.
 
-    python -m bench.servers.ws_websockets PORT
+python -m bench.servers.ws_websockets PORT
 """
 
 from __future__ import annotations

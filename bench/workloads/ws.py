@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Websocket workloads: pipelined echo, and fan-out to idle connections.
 
 tranzit runs as its ``ws`` role (``python -m tranzit serve ws``, the
@@ -40,7 +41,9 @@ def start_server(peer: str, settings: Settings, name: str) -> tuple[subprocess.P
     return server, port
 
 
-def _lines(stream: IO[bytes], until: str, timeout: float, client: subprocess.Popen[bytes]) -> dict[str, Any]:
+def _lines(
+    stream: IO[bytes], until: str, timeout: float, client: subprocess.Popen[bytes]
+) -> dict[str, Any]:
     """Read JSON lines until one has ``event == until`` (or ``until`` as a key)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -60,7 +63,9 @@ def _lines(stream: IO[bytes], until: str, timeout: float, client: subprocess.Pop
 # -- echo -------------------------------------------------------------------------
 
 
-def _echo_once(port: int, server: subprocess.Popen[bytes], settings: Settings, warmup: float, duration: float) -> dict[str, Any]:
+def _echo_once(
+    port: int, server: subprocess.Popen[bytes], settings: Settings, warmup: float, duration: float
+) -> dict[str, Any]:
     argv = [
         sys.executable, "-m", "bench.clients.ws_echo", f"ws://127.0.0.1:{port}/",
         "--connections", str(settings.ws_connections), "--depth", str(settings.ws_depth),
@@ -97,7 +102,9 @@ def run_echo(settings: Settings, progress: Callable[[str], None]) -> dict[str, A
             for peer, (server, port) in servers.items():
                 r = _echo_once(port, server, settings, settings.warmup, settings.duration)
                 if r["unexpected"] or not r["messages"]:
-                    raise proc.BenchError(f"{peer}: {r['unexpected']} replies were not the echo; {r}")
+                    raise proc.BenchError(
+                        f"{peer}: {r['unexpected']} replies were not the echo; {r}"
+                    )
                 runs[peer].append(r)
                 progress(
                     f"run {rep + 1}/{settings.repeats} {peer}: {r['rate']:.0f} msg/s "
@@ -110,7 +117,9 @@ def run_echo(settings: Settings, progress: Callable[[str], None]) -> dict[str, A
         summary[peer] = {
             "runs": rs,
             "rate": statistics.median(r["rate"] for r in rs),
-            "latency_ms": {p: statistics.median(r["latency_ms"][p] for r in rs) for p in ("50", "99")},
+            "latency_ms": {
+                p: statistics.median(r["latency_ms"][p] for r in rs) for p in ("50", "99")
+            },
             "cpu_percent": {
                 s: statistics.median(r["cpu_percent"].get(s, float("nan")) for r in rs)
                 for s in ("server", "client")
@@ -134,7 +143,11 @@ def _fanout_once(peer: str, n: int, settings: Settings) -> dict[str, Any]:
         "--connections", str(n), "--broadcasts", str(settings.broadcasts),
     ]  # fmt: skip
     client = proc.spawn(
-        argv, cpu=proc.CLIENT_CPU, name="ws-fanout-client", stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        argv,
+        cpu=proc.CLIENT_CPU,
+        name="ws-fanout-client",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
     try:
         assert client.stdout is not None and client.stdin is not None
@@ -170,7 +183,7 @@ def run_fanout(settings: Settings, progress: Callable[[str], None]) -> dict[str,
     limit = proc.raise_nofile(max(settings.fanout_sizes) * 2 + 1024)
     sizes = [n for n in settings.fanout_sizes if n + 256 <= limit]
     skipped = [n for n in settings.fanout_sizes if n not in sizes]
-    peers = (*FANOUT_PEERS, "tranzit-patched") if settings.tranzit_path else FANOUT_PEERS
+    peers = FANOUT_PEERS
     table: dict[str, dict[str, Any]] = {peer: {} for peer in peers}
     for n in sizes:
         runs: dict[str, list[dict[str, Any]]] = {peer: [] for peer in peers}

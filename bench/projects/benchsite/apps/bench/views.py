@@ -1,3 +1,4 @@
+# ruff: noqa: SIM105
 """Views and websocket rules measured by ``python -m bench``."""
 
 import time

@@ -1,0 +1,115 @@
+"""The benchmark harness works: ``python -m bench --quick`` measures every workload.
+
+This checks the harness, never speed: numbers must exist and be positive, the
+JSON and the markdown must be written; how large they are is not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed"),
+    pytest.mark.timeout(240),
+]
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path, Path]:
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("starlette")
+    out = tmp_path_factory.mktemp("bench")
+    docs = out / "BENCHMARKS.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--docs", str(docs)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    return done, out, docs
+
+
+def _positive(x: object) -> bool:
+    return isinstance(x, (int, float)) and not math.isnan(x) and x > 0
+
+
+def test_quick_run_exits_0_and_shows_progress(quick_run) -> None:
+    done, _, _ = quick_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("http_hello", "http_echo", "ws_echo", "fanout"):
+        assert f"] {name} done in" in done.stdout
+
+
+def test_every_workload_produced_numbers(quick_run) -> None:
+    done, out, _ = quick_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    [result_file] = out.glob("run-*-quick.json")
+    results = json.loads(result_file.read_text())
+    w = results["workloads"]
+    for name, peers in (
+        ("http_hello", {"tranzit", "aiohttp", "uvicorn+starlette"}),
+        ("http_echo", {"tranzit", "aiohttp", "uvicorn+starlette"}),
+        ("ws_echo", {"tranzit", "aiohttp", "websockets"}),
+    ):
+        assert set(w[name]["peers"]) == peers
+        for peer, data in w[name]["peers"].items():
+            assert _positive(data["rate"]), (name, peer, data)
+            assert _positive(data["latency_ms"]["50"]), (name, peer, data)
+            assert data["errors"] == 0, (name, peer, data)
+            assert data["runs"] and "server" in data["runs"][0]["cpu_percent"]
+    fanout = w["fanout"]
+    assert fanout["sizes"], fanout
+    for peer in ("tranzit", "aiohttp"):
+        for n in fanout["sizes"]:
+            row = fanout["peers"][peer][str(n)]
+            assert _positive(row["kib_per_connection"]), (peer, n, row)
+            assert _positive(row["p99_ms"]) and _positive(row["server_loop_ms"]), (peer, n, row)
+    for name in ("static", "lifecycle"):
+        assert w[name]["status"] == "not measured" and w[name]["reason"]
+    assert results["run"]["loadavg_before"] and results["run"]["loadavg_after"]
+
+
+def test_markdown_records_the_run(quick_run) -> None:
+    done, out, docs = quick_run
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = docs.read_text()
+    assert "Quick run" in text
+    assert "python -m bench --quick" in text
+    assert "load average" in text
+    for title in (
+        "HTTP hello",
+        "JSON echo",
+        "routed echo",
+        "Fan-out",
+        "not measured in this run".capitalize(),
+    ):
+        assert title in text, title
+    assert "tranzit / aiohttp throughput" in text
+    if (out / "plots" / "throughput.png").exists():
+        assert "plots/throughput.png" in text
+    else:
+        assert "Plots were skipped" in text
+
+
+def test_only_rejects_unknown_workloads() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "http_hello,nonsense"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "nonsense" in done.stderr and "http_hello" in done.stderr
