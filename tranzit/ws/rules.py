@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import AppLoadError
@@ -52,6 +52,10 @@ class Rule:
     handler: Handler
     connection_style: bool
     signature: inspect.Signature | None
+    #: Positional parameters a connection-style handler takes after ``conn``; None: any.
+    arity: int | None = None
+    #: ``(fewest, most)`` arguments when a count decides whether they bind; else None.
+    counts: tuple[int, int] | None = None
 
     @classmethod
     def of(cls, name: str, app: str, handler: Handler) -> Rule:
@@ -59,18 +63,16 @@ class Rule:
             signature: inspect.Signature | None = inspect.signature(handler)
         except (TypeError, ValueError):  # builtins and some C callables have none
             signature = None
-        return cls(name, app, handler, _is_connection_style(signature), signature)
-
-    @property
-    def arity(self) -> int | None:
-        """Positional parameters a connection-style handler takes after ``conn``; None: any."""
-        if not self.connection_style or self.signature is None:
-            return None
-        params = list(self.signature.parameters.values())[1:]
-        if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
-            return None
-        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-        return sum(p.kind in positional for p in params)
+        style = _is_connection_style(signature)
+        return cls(
+            name,
+            app,
+            handler,
+            style,
+            signature,
+            _arity(signature, style),
+            _counts(signature, style),
+        )
 
     def prepare(self, call: Call) -> Call | str:
         """``call`` with its arguments fitted to the handler, or why they cannot be passed.
@@ -80,8 +82,13 @@ class Rule:
         old-style handlers keep the original split.
         """
         if call.form == "text" and self.arity is not None:
-            call = replace(call, args=fit_text_args(call.args, self.arity))
+            args = fit_text_args(call.args, self.arity)
+            if args is not call.args:
+                call = Call(call.rule, args, call.form, call.id)
         if self.signature is None:
+            return call
+        # Per message: a count check where it decides, Signature.bind (slow) otherwise.
+        if self.counts is not None and self.counts[0] <= len(call.args) <= self.counts[1]:
             return call
         try:
             if self.connection_style:
@@ -97,6 +104,34 @@ class Rule:
         if self.connection_style:
             return self.handler(conn, *call.args)
         return self.handler(*call.args, send_func=send_func, writer=Writer(conn, call))
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _arity(signature: inspect.Signature | None, connection_style: bool) -> int | None:
+    if not connection_style or signature is None:
+        return None
+    params = list(signature.parameters.values())[1:]
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return None
+    return sum(p.kind in _POSITIONAL for p in params)
+
+
+def _counts(signature: inspect.Signature | None, connection_style: bool) -> tuple[int, int] | None:
+    """Bounds on the argument count that make ``bind`` succeed, for plain signatures.
+
+    Only connection-style handlers whose parameters after ``conn`` are all
+    positional (no ``*args``, no keyword-only, no ``**kwargs``): then a count
+    between the required and the total number always binds.
+    """
+    if not connection_style or signature is None:
+        return None
+    params = list(signature.parameters.values())[1:]
+    if any(p.kind not in _POSITIONAL for p in params):
+        return None
+    required = sum(p.default is inspect.Parameter.empty for p in params)
+    return required, len(params)
 
 
 def _is_connection_style(signature: inspect.Signature | None) -> bool:
