@@ -9,8 +9,9 @@ Environment (all optional):
     number of worker processes; else one per CPU of the container's CPU quota
     (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), else per CPU this
     process may run on (its affinity mask), never the host's ``cpu_count``.
-``TRANZIT_HTTP_HOST`` / ``TRANZIT_HTTP_PORT``
-    bind address (default ``127.0.0.1:3000``; the runtime image sets ``0.0.0.0``).
+``http_host`` / ``http_port`` / ``log_level`` of the project's config
+    (``server.yml``, then ``TRANZIT_HTTP_HOST`` etc.): the bind address
+    (default ``127.0.0.1:3000``; the runtime image sets ``0.0.0.0``) and log level.
 ``GUNICORN_GRACEFUL_TIMEOUT``
     seconds workers get to finish requests after SIGTERM (default 10, below
     the 15 s ``stop_grace_period`` of the compose files).
@@ -24,8 +25,6 @@ Environment (all optional):
 ``FORWARDED_ALLOW_IPS``
     proxies whose ``X-Forwarded-*`` headers are trusted (default ``127.0.0.1``;
     the compose files set ``*`` because only nginx can reach the web service).
-``TRANZIT_LOG_LEVEL``
-    gunicorn's log level (default ``info``).
 """
 
 from __future__ import annotations
@@ -34,6 +33,8 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+
+from tranzit.config import load_config, locate_project
 
 __all__ = ["cgroup_cpu_limit", "cpu_count", "worker_class_name", "workers_from_env"]
 
@@ -167,11 +168,13 @@ def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
 # -- what gunicorn reads --------------------------------------------------------
 
 _env = os.environ
+# The project's own settings (server.yml, then TRANZIT_*), as every other runner reads them.
+_config = load_config(locate_project()[1], required=False)
 
-_host = _env.get("TRANZIT_HTTP_HOST", "127.0.0.1")
+_host = _config.http_host
 if ":" in _host and not _host.startswith("["):  # an IPv6 address
     _host = f"[{_host}]"
-bind = [f"{_host}:{_env.get('TRANZIT_HTTP_PORT', '3000')}"]
+bind = [f"{_host}:{_config.http_port}"]
 workers = workers_from_env(_env, cpu_count())
 worker_class = worker_class_name()
 graceful_timeout = _seconds(_env, "GUNICORN_GRACEFUL_TIMEOUT", 10)
@@ -179,8 +182,11 @@ timeout = _seconds(_env, "GUNICORN_TIMEOUT", 30)
 keepalive = _seconds(_env, "GUNICORN_KEEPALIVE", 5)
 accesslog = "-" if _env.get("GUNICORN_ACCESS_LOG", "").strip().lower() in _TRUE else None
 errorlog = "-"
-loglevel = _env.get("TRANZIT_LOG_LEVEL", "info")
+loglevel = _config.log_level
 forwarded_allow_ips = _env.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 proc_name = "tranzit-http"
+# gunicorn 23+ opens a control socket at one path per user; tranzit needs none, and
+# several servers of one user (or a read-only home) must not collide on it.
+control_socket_disable = True
 # The heartbeat files of the workers go to memory, not to a (read-only) disk.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
