@@ -35,7 +35,7 @@ step "Python environment in $VENV"
 if [[ ! -x $VENV/bin/python ]]; then
     python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,uvloop]" 2>&1 \
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test,uvloop,redis,bench]" 2>&1 \
     | grep -v -e '^WARNING: Location' -e "Running pip as the 'root' user" || true
 "$VENV/bin/python" -c "import tranzit, aiohttp, websockets" || die "the venv did not install"
 export PATH=$VENV/bin:$PATH

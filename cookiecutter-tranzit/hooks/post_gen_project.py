@@ -22,7 +22,7 @@ EXAMPLE_ONLY = [
 
 
 def write_env() -> None:
-    """A ready .env (git- and docker-ignored) with its own secret: `docker compose up` just works."""
+    """Write a ready .env (git- and docker-ignored) with its own secret."""
     env = Path(".env")
     if not env.exists():
         text = Path(".env.example").read_text(encoding="utf-8")
