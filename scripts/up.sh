@@ -27,7 +27,7 @@ die() {
 step "Docker engine, compose and base images"
 env_lines="$("$ROOT/scripts/docker-env.sh" --env)" || die "the Docker environment is not ready" "see the messages above"
 eval "$env_lines"
-export PYTHON_IMAGE NGINX_IMAGE PIP_OFFLINE
+export PYTHON_IMAGE NGINX_IMAGE PIP_OFFLINE REDIS_IMAGE
 read -r -a compose <<<"$COMPOSE"
 
 version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' tranzit/__init__.py)"

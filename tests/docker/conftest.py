@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from dockerstack import CURRENT_STACK, METRICS, docker_env, tranzit_images
+from dockerstack import CURRENT_STACK, METRICS, built_project, docker_env, tranzit_images
 
-__all__ = ["docker_env", "tranzit_images"]
+__all__ = ["built_project", "docker_env", "tranzit_images"]
 
 
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:

@@ -9,15 +9,20 @@ reason, except under CI=true, where that is a failure.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import secrets
 import shlex
+import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,6 +84,8 @@ def docker_env() -> DockerEnv:
         "PYTHON_IMAGE": values["PYTHON_IMAGE"],
         "NGINX_IMAGE": values["NGINX_IMAGE"],
         "PIP_OFFLINE": values["PIP_OFFLINE"],
+        # The image of the compose profile "scale" (a local stand-in offline).
+        "REDIS_IMAGE": values.get("REDIS_IMAGE", "redis:7-alpine"),
         "TRANZIT_RUNTIME_IMAGE": runtime_image,
         "TRANZIT_NGINX_IMAGE": nginx_image,
     }
@@ -159,3 +166,177 @@ class Stack:
 
 
 CURRENT_STACK: list[Stack] = []
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class BuiltProject:
+    """A project generated from the template and built (app + nginx images)."""
+
+    root: Path
+    name: str
+    env: dict[str, str]  # the build environment + IMAGE_NAME/IMAGE_TAG of its images
+    compose_cmd: list[str]
+
+    @property
+    def images(self) -> list[str]:
+        image = self.env["IMAGE_NAME"]
+        return [f"{image}:t", f"{image}-nginx:t"]
+
+
+@pytest.fixture(scope="session")
+def built_project(
+    tranzit_images: DockerEnv, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BuiltProject]:
+    """One generated project with the chat example, built once for the scale and Swarm tests."""
+    from cookiecutter.main import cookiecutter
+
+    out = tmp_path_factory.mktemp("scaled")
+    root = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(out)))
+    name = f"tzscale{uuid.uuid4().hex[:8]}"
+    env = {
+        **tranzit_images.env,
+        "IMAGE_NAME": f"tranzit-test/{name}",
+        "IMAGE_TAG": "t",
+        "TRANZIT_SECRET_KEY": secrets.token_urlsafe(32),
+    }
+    project = BuiltProject(root, name, env, tranzit_images.compose)
+    try:
+        started = time.monotonic()
+        run([*project.compose_cmd, "-p", name, "build"], env=env, cwd=root, timeout=900)
+        record("build generated project for scale/swarm", time.monotonic() - started)
+        yield project
+    finally:
+        subprocess.run(
+            ["docker", "image", "rm", "-f", *project.images], capture_output=True, timeout=120
+        )
+
+
+def remove_compose_project(stack: Stack) -> None:
+    """`down` with volumes and orphans; the images stay (they belong to a BuiltProject)."""
+    subprocess.run(
+        [*stack.compose_cmd, "-p", stack.name, "down", "-v", "--remove-orphans", "-t", "5"],
+        env=stack.env,
+        cwd=stack.root,
+        capture_output=True,
+        timeout=180,
+    )
+
+
+class ChatClient:
+    """A websocket client of the template's chat, reading everything it is sent."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
+        self.ws = ws
+        self.name = name
+        self.host = ""  # the ws replica's host name, from the join reply
+        self.texts: list[str] = []
+        self.closed = asyncio.Event()
+        self.close_code: int | None = None
+        self._new = asyncio.Event()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    self.texts.append(message.data)
+                    self._new.set()
+        finally:
+            self.close_code = self.ws.close_code
+            self.closed.set()
+            self._new.set()
+
+    async def wait_for(self, predicate: Callable[[str], bool], timeout: float) -> str:
+        deadline = asyncio.get_running_loop().time() + timeout
+        seen = 0
+        while True:
+            for text in self.texts[seen:]:
+                if predicate(text):
+                    return text
+            seen = len(self.texts)
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0 or self.closed.is_set():
+                raise AssertionError(f"{self.name}: nothing matched; got {self.texts[-5:]}")
+            self._new.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._new.wait(), left)
+
+    async def join(self, room: str) -> None:
+        await self.ws.send_str(f"join|{room},{self.name}")
+        reply = await self.wait_for(lambda t: t.startswith(f"join|{room},"), 15)
+        self.host = reply.split(",")[2]
+
+    def said(self, by: str, prefix: str) -> list[str]:
+        """The texts ``by`` said (``chat|<room>,<by>,<text>``) that start with ``prefix``."""
+        out = []
+        for text in self.texts:
+            parts = text.split(",", 2)
+            if (
+                len(parts) == 3
+                and parts[0].startswith("chat|")
+                and parts[1] == by
+                and parts[2].startswith(prefix)
+            ):
+                out.append(parts[2])
+        return out
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.ws.close()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._reader
+
+
+async def connect_chat(
+    session: aiohttp.ClientSession, url: str, count: int, room: str
+) -> list[ChatClient]:
+    """``count`` clients of ``url`` (…/ws), each joined to ``room`` as c0, c1, …"""
+    clients: list[ChatClient] = []
+    for i in range(count):
+        ws = await session.ws_connect(
+            url, heartbeat=None, timeout=aiohttp.ClientWSTimeout(ws_close=5)
+        )
+        client = ChatClient(ws, f"c{i}")
+        clients.append(client)
+        await client.join(room)
+    return clients
+
+
+async def until_everyone_hears(
+    speaker: ChatClient, listeners: list[ChatClient], room: str, timeout: float
+) -> None:
+    """Warm-up: ``speaker`` says numbered pings until each listener has heard one.
+
+    A ws replica subscribes to Redis in the background (with backoff while Redis
+    starts), so a healthy container may not hear other replicas for a moment.
+    """
+    deadline = time.monotonic() + timeout
+    n = 0
+    while True:
+        await speaker.ws.send_str(f"say|{room},warm-up {n}")
+        n += 1
+        await asyncio.sleep(0.3)
+        deaf = [c.name for c in listeners if not c.said(speaker.name, "warm-up ")]
+        if not deaf:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"after {timeout:.0f} s these clients heard nothing: {deaf}")
+
+
+async def settle(
+    clients: list[ChatClient], by: str, prefix: str, count: int, timeout: float
+) -> None:
+    """Wait until every client holds ``count`` texts of ``by`` starting with ``prefix``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(len(c.said(by, prefix)) >= count for c in clients):
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # time for a duplicate to show up

@@ -34,3 +34,73 @@ async def test_unknown_rule_gets_an_error_and_the_connection_stays_usable(client
     await ws.send_str("echo|still here")
     assert await ws.receive_str(timeout=5) == "echo|still here"
     await ws.close()
+
+
+async def joined(client, name, room="lobby"):
+    """A websocket that has joined ``room`` as ``name`` (its own join notice read)."""
+    ws = await client.ws_connect("/ws")
+    await ws.send_str(f"join|{room},{name}")
+    replies = {await ws.receive_str(timeout=5) for _ in range(2)}
+    assert f"chat|{room},*,{name} joined" in replies
+    (reply,) = replies - {f"chat|{room},*,{name} joined"}
+    assert re.fullmatch(rf"join\|{room},[0-9a-f]+-\d+,\S+", reply), reply
+    return ws
+
+
+async def test_chat_reaches_every_member_of_the_room_only(client):
+    alice = await joined(client, "alice")
+    bob = await joined(client, "bob")
+    assert await alice.receive_str(timeout=5) == "chat|lobby,*,bob joined"
+    other = await joined(client, "carol", room="elsewhere")
+
+    # JSON form, so the text may hold commas; the sender gets it too.
+    await alice.send_str(json.dumps({"rule": "say", "args": ["lobby", "hi, all"], "id": 1}))
+    assert await bob.receive_str(timeout=5) == "chat|lobby,alice,hi, all"
+    got = sorted([await alice.receive_str(timeout=5) for _ in range(2)])
+    assert got[0] == "chat|lobby,alice,hi, all"
+    assert json.loads(got[1]) == {"id": 1, "rule": "say", "result": None}
+
+    # Not a member of "lobby": nothing arrives (an echo proves the queue is empty).
+    await other.send_str("echo|nothing else")
+    assert await other.receive_str(timeout=5) == "echo|nothing else"
+    for ws in (alice, bob, other):
+        await ws.close()
+
+
+async def test_messages_arrive_in_the_order_they_were_said(client):
+    alice = await joined(client, "alice")
+    bob = await joined(client, "bob")
+    await alice.receive_str(timeout=5)  # bob joined
+    for n in range(20):
+        await alice.send_str(f"say|lobby,message {n}")
+    got = [await bob.receive_str(timeout=5) for _ in range(20)]
+    assert got == [f"chat|lobby,alice,message {n}" for n in range(20)]
+    await alice.close()
+    await bob.close()
+
+
+async def test_say_needs_a_join_and_a_valid_room(client):
+    ws = await client.ws_connect("/ws")
+    await ws.send_str("say|lobby,hello")
+    assert (await ws.receive_str(timeout=5)).startswith("error|handler_error,say,")
+    await ws.send_str("join|no rooms with spaces,alice")
+    assert (await ws.receive_str(timeout=5)).startswith("error|handler_error,join,")
+    await ws.close()
+
+
+async def test_leaving_and_closing_end_the_membership(client):
+    alice = await joined(client, "alice")
+    bob = await joined(client, "bob")
+    await alice.receive_str(timeout=5)  # bob joined
+    await bob.send_str("leave|lobby")
+    assert await alice.receive_str(timeout=5) == "chat|lobby,*,bob left"
+    carol = await joined(client, "carol")
+    assert await alice.receive_str(timeout=5) == "chat|lobby,*,carol joined"
+    await carol.close()
+    await alice.send_str("say|lobby,still here")
+    assert await alice.receive_str(timeout=5) == "chat|lobby,alice,still here"
+    # bob left and carol is gone: neither gets it (bob's echo comes first).
+    await bob.send_str("echo|done")
+    assert await bob.receive_str(timeout=5) == "echo|done"
+    await alice.close()
+    await bob.close()

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 {% if cookiecutter.include_example == "yes" -%}
-from .rules import clock, echo
+from .rules import clock, echo, join, leave, say
 {% endif -%}
 from .views import IndexView
 
@@ -21,6 +21,10 @@ routes = {
 ws_rules = {
     "clock": clock,
     "echo": echo,
+    # The chat room of the page (groups: see tranzit's docs/groups.md).
+    "join": join,
+    "say": say,
+    "leave": leave,
 }
 {%- else -%}
 ws_rules = {}

@@ -1,13 +1,15 @@
-"""Websocket rules of the {{ cookiecutter.first_app }} app, in both calling conventions.
+"""Websocket rules of the {{ cookiecutter.first_app }} app: a clock, an echo and a chat room.
 
 A rule runs as its own task per call; when the client goes away, tranzit
 cancels it, so an endless rule needs no clean-up of its own.
 """
 
 import asyncio
+import re
+import socket
 import time
 
-from tranzit.ws import Connection
+from tranzit.ws import BroadcastUnavailable, Connection
 
 
 async def clock(*args, **kwargs):
@@ -24,3 +26,60 @@ async def clock(*args, **kwargs):
 async def echo(conn: Connection, text: str) -> str:
     """Connection style: the return value is the reply (``echo|<text>``, or a JSON result)."""
     return text
+
+
+# A small chat on groups: every member of a room gets what anyone in it says,
+# whichever ws replica either of them is connected to (with Redis; see
+# TRANZIT_BROADCAST_URL in .env.example). Members are pushed ``chat|<room>,<name>,<text>``.
+
+ROOM = re.compile(r"[A-Za-z0-9_-]{1,32}")
+MAX_NAME = 32
+MAX_TEXT = 500
+
+
+def _group(room: str) -> str:
+    if not ROOM.fullmatch(room):
+        raise ValueError("a room name is 1-32 letters, digits, '-' or '_'")
+    return f"chat:{room}"
+
+
+async def _tell(conn: Connection, group: str, text: str) -> None:
+    try:
+        await conn.hub.send_group(group, text)
+    except BroadcastUnavailable:
+        # The members on this server have it; the others cannot be reached now.
+        await conn.send_text("chat_warning|only the members on this server got the last message")
+
+
+async def join(conn: Connection, room: str, name: str) -> str:
+    """Join chat ``room`` as ``name``; the reply is ``join|<room>,<your id>,<server>``.
+
+    ``server`` is the host name of the process holding this connection: with
+    several ws replicas it shows which one the client reached.
+    """
+    group = _group(room)
+    # Commas and bars would break the text form of the pushed messages.
+    name = re.sub(r"[,|\s]+", " ", name).strip()[:MAX_NAME] or "anonymous"
+    conn.state["name"] = name
+    conn.join(group)
+    await _tell(conn, group, f"chat|{room},*,{name} joined")
+    return f"{room},{conn.id},{socket.gethostname()}"
+
+
+async def say(conn: Connection, room: str, text: str) -> None:
+    """Send ``text`` to everyone in ``room`` (the sender too), on every replica."""
+    group = _group(room)
+    if group not in conn.groups:
+        raise ValueError(f"join the room {room!r} first")
+    text = text.strip()
+    if not text or len(text) > MAX_TEXT:
+        raise ValueError(f"a message is 1-{MAX_TEXT} characters")
+    await _tell(conn, group, f"chat|{room},{conn.state['name']},{text}")
+
+
+async def leave(conn: Connection, room: str) -> None:
+    """Leave ``room`` (closing the connection leaves every room)."""
+    group = _group(room)
+    if group in conn.groups:
+        conn.leave(group)
+        await _tell(conn, group, f"chat|{room},*,{conn.state['name']} left")

@@ -8,6 +8,12 @@
   const form = document.getElementById('echo-form');
   const input = document.getElementById('echo-text');
   const log = document.getElementById('log');
+  const ROOM = 'lobby';
+  const chatForm = document.getElementById('chat-form');
+  const chatName = document.getElementById('chat-name');
+  const chatText = document.getElementById('chat-text');
+  const chatLog = document.getElementById('chat-log');
+  const chatServer = document.getElementById('chat-server');
 
   function show(text, kind) {
     const item = document.createElement('li');
@@ -21,6 +27,31 @@
     }
   }
 
+  function showChat(name, text) {
+    const item = document.createElement('li');
+    const who = document.createElement('b');
+    who.textContent = name === '*' ? '' : name + ': ';
+    item.append(who, text);
+    if (name === '*') {
+      item.className = 'notice';
+    }
+    chatLog.append(item);
+    while (chatLog.children.length > LOG_LIMIT) {
+      chatLog.firstElementChild.remove();
+    }
+  }
+
+  function chatJoin() {
+    // Membership ends with the connection: join again on every (re)connect.
+    tz.call('join', ROOM, chatName.value || 'anonymous').then(
+      (reply) => {
+        // "<room>,<connection id>,<server host name>"
+        chatServer.textContent = 'via ' + reply.split(',')[2];
+      },
+      (error) => showChat('*', 'error: ' + error.message),
+    );
+  }
+
   // No URL: tz.js connects to ws(s)://<this page's host>/ws and reconnects by itself.
   const tz = new TZ();
 
@@ -29,6 +60,7 @@
     status.dataset.state = 'open';
     // The server cancels a client's rules when it disconnects: start the clock on every (re)connect.
     tz.send('clock', []);
+    chatJoin();
   });
   tz.on('close', () => {
     status.textContent = 'reconnecting…';
@@ -39,6 +71,9 @@
     clock.textContent = time;
   });
   tz.on('error', (error) => show('error: ' + error.message, 'error'));
+  // Pushed to every member of the room: "chat|<room>,<name>,<text>" ("*": a notice).
+  tz.on('chat', (room, name, ...text) => showChat(name, text.join(',')));
+  tz.on('chat_warning', (text) => showChat('*', text));
 
   form.addEventListener('submit', (event) => {
     event.preventDefault();
@@ -49,5 +84,13 @@
       (reply) => show('echo: ' + reply),
       (error) => show('error: ' + error.message, 'error'),
     );
+  });
+
+  chatName.addEventListener('change', chatJoin);
+  chatForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = chatText.value;
+    chatText.value = '';
+    tz.call('say', ROOM, text).catch((error) => showChat('*', 'error: ' + error.message));
   });
 })();
