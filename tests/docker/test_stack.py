@@ -176,6 +176,19 @@ async def test_websocket_rule_and_endless_rule(stack: Stack) -> None:
         assert all(m.data.startswith("clock|") for m in pushed), pushed
 
 
+async def test_browser_origin_is_accepted_and_foreign_origin_refused(stack: Stack) -> None:
+    # A browser sends the page's own origin; nginx must pass the Host it was
+    # asked for, or the ws service would see "ws:19719" and refuse the page.
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{stack.url}/ws", origin=stack.url, heartbeat=None) as ws:
+            await ws.send_str("echo|same origin")
+            reply = await ws.receive(timeout=10)
+            assert reply.type == aiohttp.WSMsgType.TEXT and reply.data == "echo|same origin"
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+            await session.ws_connect(f"{stack.url}/ws", origin="https://evil.example")
+        assert info.value.status == 403
+
+
 def test_containers_non_root_read_only_healthy(stack: Stack) -> None:
     containers = {s: stack.containers(s) for s in ("web", "ws", "nginx")}
     for service, ids in containers.items():
