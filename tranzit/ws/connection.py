@@ -7,7 +7,7 @@ import itertools
 import json
 import logging
 import secrets
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode, web
@@ -79,24 +79,22 @@ class Connection:
 
     async def send_text(self, text: str) -> None:
         """Send one text message; raises :class:`ConnectionClosed` once the client is gone."""
-        if self._ws.closed:
-            raise ConnectionClosed(f"connection {self.id} is closed")
-        async with self._send_slots:
-            try:
-                await self._ws.send_str(text)
-            except ConnectionError as exc:
-                raise ConnectionClosed(f"connection {self.id} is closed") from exc
+        await self._send(self._ws.send_str, text)
 
     async def send_json(self, obj: Any) -> None:
         """Send ``obj`` as one JSON text message (UTF-8, not ASCII-escaped)."""
         await self.send_text(json.dumps(obj, ensure_ascii=False, separators=(",", ":")))
 
     async def send_bytes(self, data: bytes) -> None:
+        """Send one binary message."""
+        await self._send(self._ws.send_bytes, data)
+
+    async def _send(self, send: Callable[[Any], Awaitable[None]], payload: Any) -> None:
         if self._ws.closed:
             raise ConnectionClosed(f"connection {self.id} is closed")
         async with self._send_slots:
             try:
-                await self._ws.send_bytes(data)
+                await send(payload)
             except ConnectionError as exc:
                 raise ConnectionClosed(f"connection {self.id} is closed") from exc
 
