@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -222,3 +224,45 @@ async def test_all_kinds_of_views_and_user_middlewares(tmp_path: Path) -> None:
         assert (await client.delete("/k/plain")).status == 405
         assert await (await client.get("/k/modern")).text() == "view"
         assert await (await client.put("/k/func")).text() == "func PUT"
+
+
+def session_middlewares(app: object) -> list[object]:
+    return [m for m in app.middlewares if "aiohttp_session" in getattr(m, "__module__", "")]  # type: ignore[attr-defined]
+
+
+def forget_aiohttp_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a fresh process: nothing has imported aiohttp_session yet."""
+    for name in [m for m in sys.modules if m.split(".")[0] == "aiohttp_session"]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_sessions_only_where_the_project_uses_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forget_aiohttp_session(monkeypatch)
+    plain = make_project(tmp_path / "plain", {"one": VIEW.format(name="one", prefix="", rule="a")})
+    assert session_middlewares(project_app(plain)) == []  # no cost per request
+    assert len(session_middlewares(project_app(plain, sessions=True))) == 1
+    # a view that imports aiohttp_session lazily, inside a function, is found too
+    lazy = make_project(
+        tmp_path / "lazy",
+        {
+            "two": VIEW.format(name="two", prefix="", rule="b")
+            + "\ndef f():\n    import aiohttp_session\n"
+        },
+    )
+    forget_aiohttp_session(monkeypatch)
+    assert len(session_middlewares(project_app(lazy))) == 1
+    assert session_middlewares(project_app(lazy, sessions=False)) == []
+
+
+def test_old_project_gets_sessions_in_a_fresh_process() -> None:
+    code = (
+        "from tranzit.testing import project_app\n"
+        f"app = project_app({str(OLD_PROJECT)!r})\n"
+        "print(sum('aiohttp_session' in m.__module__ for m in app.middlewares))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "1"

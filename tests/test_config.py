@@ -66,6 +66,13 @@ def test_environment_overrides_every_key(tmp_path: Path) -> None:
         assert hasattr(config, name)
 
 
+def test_sessions_is_true_false_or_auto(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, ""), {}).sessions is None
+    assert load_config(write(tmp_path, "sessions: auto\n"), {}).sessions is None
+    assert load_config(write(tmp_path, "sessions: true\n"), {}).sessions is True
+    assert load_config(write(tmp_path, ""), {"TRANZIT_SESSIONS": "off"}).sessions is False
+
+
 def test_config_is_frozen(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, ""), {})
     with pytest.raises(AttributeError):
@@ -87,6 +94,14 @@ def test_config_is_frozen(tmp_path: Path) -> None:
         ("", {"TRANZIT_HTTP_PORT": "x"}, "TRANZIT_HTTP_PORT", "http_port", "port", "'x'"),
         ("", {"TRANZIT_WS_HEARTBEAT": "-1"}, "TRANZIT_WS_HEARTBEAT", "ws_heartbeat", "sec", "-1"),
         ("", {"TRANZIT_LOG_LEVEL": "loud"}, "TRANZIT_LOG_LEVEL", "log_level", "debug", "'loud'"),
+        (
+            "sessions: sometimes\n",
+            {},
+            "server.yml",
+            "sessions",
+            "true, false or auto",
+            "'sometimes'",
+        ),
     ],
 )
 def test_errors_name_source_key_expected_and_found(

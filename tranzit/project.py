@@ -40,6 +40,8 @@ class Project:
     root: Path
     apps: tuple[AppSpec, ...] = ()
     rules: RuleTable = field(default_factory=RuleTable)
+    #: The project's code imports or names aiohttp_session (sessions: auto).
+    uses_sessions: bool = False
 
     @property
     def common_static(self) -> Path | None:
@@ -58,7 +60,24 @@ def load_project(project_dir: str | Path, config: Config) -> Project:
     rules = RuleTable()
     for app in apps:
         rules.add(app.name, app.ws_rules)
-    return Project(root, apps, rules)
+    return Project(root, apps, rules, _uses_sessions(root))
+
+
+def _uses_sessions(root: Path) -> bool:
+    """Whether anything imported aiohttp_session, or the project's code names it.
+
+    The text search also finds imports made lazily inside a view.
+    """
+    if "aiohttp_session" in sys.modules:
+        return True
+    files = [root / "main.py", *(root / "apps").rglob("*.py")]
+    for file in files:
+        try:
+            if b"aiohttp_session" in file.read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _make_importable(root: Path) -> None:
