@@ -14,6 +14,19 @@ HERE = Path(__file__).parent
 FIXTURES = HERE / "fixtures"
 OLD_PROJECT = FIXTURES / "oldproject"
 
+#: Debian's Chromium, driven by Playwright (never `playwright install`). Without the
+#: background-networking flags it keeps trying hosts this machine cannot reach.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
 
 def free_port() -> int:
     with socket.socket() as sock:

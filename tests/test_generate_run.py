@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import yaml
 from cookiecutter.main import cookiecutter
-from support import actionlint, clean_env, free_port, wait_http
+from support import CHROMIUM, CHROMIUM_ARGS, actionlint, clean_env, free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "cookiecutter-tranzit"
@@ -266,17 +266,6 @@ def test_wheel_carries_the_template_and_generates_from_it(tmp_path: Path) -> Non
 
 
 # -- the example page in a real browser ---------------------------------------------------------
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 @pytest.mark.browser

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,20 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import CHROMIUM, CHROMIUM_ARGS, free_port
 
-CHROMIUM = Path("/usr/bin/chromium")
 PROJECT = Path(__file__).parent / "fixtures" / "browserproject"
 SCREENSHOT = Path("/tmp/tzjs.png")
 ECHO = "Привет, 世界 🚀 «ёж»"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 pytestmark = [
     pytest.mark.browser,
@@ -44,12 +34,6 @@ pytestmark = [
         not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt package 'chromium')"
     ),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

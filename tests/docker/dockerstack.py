@@ -14,7 +14,6 @@ import contextlib
 import os
 import secrets
 import shlex
-import socket
 import subprocess
 import time
 import uuid
@@ -166,12 +165,6 @@ class Stack:
 
 
 CURRENT_STACK: list[Stack] = []
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

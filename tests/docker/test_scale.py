@@ -22,13 +22,13 @@ from dockerstack import (
     ChatClient,
     Stack,
     connect_chat,
-    free_port,
     record,
     remove_compose_project,
     run,
     settle,
     until_everyone_hears,
 )
+from support import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 

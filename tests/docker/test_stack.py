@@ -10,7 +10,6 @@ import asyncio
 import http.client
 import json
 import secrets
-import socket
 import subprocess
 import time
 import uuid
@@ -20,16 +19,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 from dockerstack import CURRENT_STACK, TEMPLATE, DockerEnv, Stack, record, run
+from support import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
 FIRST_APP = "hello"  # the template's default first_app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(

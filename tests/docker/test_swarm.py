@@ -26,12 +26,12 @@ from dockerstack import (
     REPO,
     BuiltProject,
     connect_chat,
-    free_port,
     record,
     run,
     settle,
     until_everyone_hears,
 )
+from support import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import socket
 import sys
 import textwrap
 import time
@@ -14,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from support import free_port
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -260,12 +260,6 @@ RUN_FOREVER = textwrap.dedent(
     server.run_forever()
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_run_forever_serves_until_sigterm_and_exits_0() -> None:
