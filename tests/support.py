@@ -8,6 +8,8 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -65,3 +67,26 @@ def actionlint() -> list[str] | None:
         if found:
             return [found]
     return None
+
+
+@contextmanager
+def running(
+    argv: list[str], *, ready_path: str = "/healthz", cwd: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int, int]]:
+    """Run a tranzit server command on two free ports until its ``ready_path`` answers."""
+    http, ws = free_port(), free_port()
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=clean_env(TRANZIT_HTTP_PORT=str(http), TRANZIT_WS_PORT=str(ws)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{http}{ready_path}", proc=proc)
+        yield proc, http, ws
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

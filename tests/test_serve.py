@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import OLD_PROJECT, clean_env, free_port, wait_http
+from support import OLD_PROJECT, clean_env, free_port, running
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -59,23 +59,10 @@ async def test_signal_closes_websockets_with_1001_and_exits_0_fast(
 
 
 def test_old_main_py_runs_unchanged() -> None:
-    http, ws = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "main.py"],
-        cwd=OLD_PROJECT,
-        env=clean_env(TRANZIT_HTTP_PORT=str(http), TRANZIT_WS_PORT=str(ws)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{http}/camel", proc=proc)
+    with running([sys.executable, "main.py"], ready_path="/camel", cwd=OLD_PROJECT) as server:
+        proc = server[0]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 def test_port_in_use_is_one_line_and_exit_1() -> None:
