@@ -99,9 +99,12 @@ async def test_sessions_survive_a_restart_and_a_second_worker() -> None:
         assert "visits=1" in await resp.text()  # another secret cannot read it
 
 
-def test_production_without_secret_refuses_to_start() -> None:
+def test_production_without_secret_refuses_to_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="secret_key: expected a secret when production"):
         project_app(OLD_PROJECT, environ={"TRANZIT_PRODUCTION": "true"})
+    no_sessions = make_project(tmp_path, {"one": VIEW.format(name="one", prefix="", rule="a")})
+    with pytest.raises(ConfigError, match="secret_key: expected a secret when production"):
+        project_app(no_sessions, environ={"TRANZIT_PRODUCTION": "true"}, sessions=False)
     project_app(OLD_PROJECT, environ={"TRANZIT_PRODUCTION": "1", "TRANZIT_SECRET_KEY": "k"})
 
 

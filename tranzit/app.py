@@ -131,6 +131,8 @@ def _base_app(
         app.on_cleanup.append(_close_hub)
     app[HUB] = hub
     app[REGISTRY] = hub.connections
+    if config.production and not config.secret_key:  # whether or not sessions are in use
+        session_key(config, project)  # raises the one-line ConfigError
     if config.sessions if config.sessions is not None else project.uses_sessions:
         _setup_sessions(app, session_key(config, project))
     app.router.add_get("/healthz", _healthz)
