@@ -142,8 +142,6 @@ def websocket_endpoint(
     dispatcher: Dispatcher,
     settings: EndpointSettings,
     hub: Hub,
-    *,
-    on_connect: Callable[[Connection], Awaitable[None]] | None = None,
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An aiohttp handler serving the websocket protocol with ``dispatcher``."""
     allowed = frozenset(o.rstrip("/") for o in settings.allowed_origins)
@@ -164,8 +162,6 @@ def websocket_endpoint(
         conn = Connection(ws, request, send_queue=settings.send_queue, hub=hub)
         hub.connections.add(conn)
         try:
-            if on_connect is not None:
-                await on_connect(conn)
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
                     await dispatcher.on_text(conn, msg.data)
