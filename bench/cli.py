@@ -13,15 +13,17 @@ from typing import Any
 
 from . import machine, proc, report
 from .settings import FULL, QUICK, Settings
-from .workloads import docker, http, ws
+from .workloads import docker, http, scale, ws
 
 WORKLOADS: dict[str, Callable[[Settings, Callable[[str], None]], dict[str, Any]]] = {
     "http_hello": lambda s, p: http.run(s, "hello", p),
     "http_echo": lambda s, p: http.run(s, "echo", p),
     "ws_echo": ws.run_echo,
     "fanout": ws.run_fanout,
-    "static": lambda s, p: docker.not_measured("static"),
-    "lifecycle": lambda s, p: docker.not_measured("lifecycle"),
+    # The Docker workloads share one stack; lifecycle ends by stopping it, so it comes last.
+    "static": docker.run_static,
+    "broadcast": scale.run,
+    "lifecycle": docker.run_lifecycle,
 }
 RESULTS = proc.ROOT / "bench" / "results"
 DOCS = proc.ROOT / "docs" / "BENCHMARKS.md"
@@ -54,8 +56,21 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="only regenerate the markdown and plots from a results file",
     )
     parser.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="with --from-json: add the workloads of these results files (run separately)",
+    )
+    parser.add_argument(
         "--tranzit-path",
         help="directory put first on PYTHONPATH of tranzit's servers (an experimental copy)",
+    )
+    parser.add_argument(
+        "--clients",
+        help="broadcast sizes, comma separated; a trailing r raises nginx's worker_connections "
+        "(default 900,2000,10000r; quick 20)",
     )
     parser.add_argument("--repeats", type=int, help="runs per peer (default 3; quick 1)")
     parser.add_argument("--duration", type=float, help="measured seconds per run (default 5)")
@@ -79,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.from_json:
         results = json.loads(args.from_json.read_text())
+        for extra in args.merge:
+            other = json.loads(extra.read_text())
+            results["workloads"].update(other["workloads"])
+            results.setdefault("merged_runs", []).append(other["run"])
+            results["elapsed_seconds"] += other["elapsed_seconds"]
+        if args.merge:
+            out.mkdir(parents=True, exist_ok=True)
+            path = out / f"run-{time.strftime('%Y%m%d-%H%M%S')}-merged.json"
+            path.write_text(json.dumps(results, indent=1) + "\n")
+            (out / "latest.json").write_text(path.read_text())
+            print(f"results: {path}")
     else:
         settings = QUICK if args.quick else FULL
         changes: dict[str, Any] = {"tranzit_path": args.tranzit_path}
@@ -86,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
             changes["repeats"] = args.repeats
         if args.duration:
             changes["duration"] = args.duration
+        if args.clients:
+            changes["chat_sizes"] = tuple(
+                (int(n.rstrip("r")), n.endswith("r")) for n in args.clients.split(",") if n
+            )
         settings = dataclasses.replace(settings, **changes)
         try:
             results = run(settings, only or list(WORKLOADS), argv)
@@ -97,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             return 130
         finally:
             proc.stop_all()
+            docker.cleanup()
         out.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         path = out / f"run-{stamp}{'-quick' if args.quick else ''}.json"
@@ -134,6 +165,10 @@ def run(settings: Settings, names: list[str], argv: list[str]) -> dict[str, Any]
         "settings": dataclasses.asdict(settings),
         "workloads": {},
     }
+    if not settings.quick and "static" in names:
+        # wrk's load leaves the engine digesting the access log of the stack's nginx for
+        # minutes (its writes to stdout then stall nginx): the other Docker workloads first.
+        names = [n for n in names if n != "static"] + ["static"]
     began = time.monotonic()
     for i, name in enumerate(names, 1):
         t0 = time.monotonic()

@@ -1,4 +1,3 @@
-# ruff: noqa: SIM115
 """What the numbers were measured on: machine, versions, command, load."""
 
 from __future__ import annotations
@@ -9,6 +8,7 @@ import platform
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from . import proc
@@ -32,7 +32,7 @@ def loadavg() -> list[float]:
 
 def _cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -61,7 +61,7 @@ def describe(argv: list[str]) -> dict[str, Any]:
             versions[name] = None
     mem_kib = 0
     try:
-        for line in open("/proc/meminfo"):
+        for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 mem_kib = int(line.split()[1])
     except OSError:

@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """Processes of a run: pinned servers and clients, their CPU time and memory.
 
 Every process started here is in its own process group and is registered, so
@@ -44,7 +43,7 @@ def pinning_available() -> bool:
 
 
 def raise_nofile(wanted: int) -> int:
-    """Raise the open-files limit (inherited by children) to ``wanted``, capped by the hard limit."""
+    """Raise the open-files limit (inherited by children) to ``wanted``, within the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if target > soft:

@@ -1,4 +1,3 @@
-# ruff: noqa: E501, RUF001, RUF005
 """docs/BENCHMARKS.md and its plots, from the JSON of one run."""
 
 from __future__ import annotations
@@ -8,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .targets import checks
+from .targets import DASH, TIMES, checks
 
 TITLES = {
     "http_hello": "HTTP hello (a class view), gunicorn, 1 worker, wrk -c64",
@@ -17,13 +16,14 @@ TITLES = {
     "fanout": "Fan-out: idle connections, one broadcast",
     "static": "Static file through the compose stack's nginx",
     "lifecycle": "Container lifecycle",
+    "broadcast": "Broadcast across 3 ws replicas through Redis",
 }
 UNITS = {"http_hello": "req/s", "http_echo": "req/s", "ws_echo": "msg/s"}
 
 
 def _f(x: float | None, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
+        return DASH
     return f"{x:,.{digits}f}"
 
 
@@ -47,14 +47,15 @@ def _rate_table(name: str, data: dict[str, Any]) -> list[str]:
     peers = data["peers"]
     base = peers["tranzit"]["rate"]
     lines = [
-        f"| peer | {unit} (median) | runs | vs tranzit | latency p50 ms | p99 ms | server CPU % | client CPU % "
-        "| at ≥ 90 % CPU | steal % server/client core |",
+        f"| peer | {unit} (median) | runs | vs tranzit | latency p50 ms | p99 ms "
+        "| server CPU % | client CPU % | at ≥ 90 % CPU | steal % server/client core |",
         "|---|---:|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for peer, p in peers.items():
         runs = ", ".join(f"{r.get('rps', r.get('rate')):,.0f}" for r in p["runs"])
+        ratio = _f(base / p["rate"] if p["rate"] else None)
         lines.append(
-            f"| {peer} | {_f(p['rate'], 0)} | {runs} | {_f(base / p['rate'] if p['rate'] else None)}× "
+            f"| {peer} | {_f(p['rate'], 0)} | {runs} | {ratio}{TIMES} "
             f"| {_f(p['latency_ms']['50'])} | {_f(p['latency_ms']['99'])} "
             f"| {_f(p['cpu_percent']['server'], 0)} | {_f(p['cpu_percent']['client'], 0)} "
             f"| {_saturation(p['cpu_percent'])} | {_steal(p['runs'])} |"
@@ -70,7 +71,8 @@ def _rate_table(name: str, data: dict[str, Any]) -> list[str]:
 
 def _fanout_table(data: dict[str, Any]) -> list[str]:
     lines = [
-        "| connections | peer | RSS delta per connection KiB | broadcast p50 ms | p99 ms | server send loop ms | connect s |",
+        "| connections | peer | RSS delta per connection KiB | broadcast p50 ms | p99 ms "
+        "| server send loop ms | connect s |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n in data["sizes"]:
@@ -91,22 +93,155 @@ def _fanout_table(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+FANOUT_TEXT = [
+    "The bench project's `broadcast` rule iterates the app's connection registry",
+    "(`conn.request.app[tranzit.ws.endpoint.REGISTRY]`) and awaits `conn.send_text` for each;",
+    "the raw aiohttp peer loops over its set of `WebSocketResponse`s with `send_str`. Latency:",
+    "from the trigger's send to each idle connection's receive, in the one client process",
+    "(which receives every message itself, so the client's own work is part of p99); the",
+    "server send loop is timed inside the server. RSS: the server's resident memory after the",
+    "connections settled minus before them, divided by their number. tranzit serves with its",
+    "default `ws_heartbeat` (20 s); the raw peer has none.",
+]
+
+
+def _not_measured(data: dict[str, Any]) -> list[str] | None:
+    if data.get("status") == "not measured":
+        return [f"Not measured in this run: {data['reason']}"]
+    return None
+
+
+def _lifecycle(data: dict[str, Any]) -> list[str]:
+    skipped = _not_measured(data)
+    if skipped:
+        return skipped
+    kind = "cold (`--no-cache`)" if data["cold_build"] else "with the layer cache (not cold)"
+    lines = ["| measured | value |", "|---|---:|"]
+    for name, mb in data["image_mb"].items():
+        lines.append(f"| {name} size | {mb:,.0f} MB |")
+    for name, seconds in data["builds"].items():
+        lines.append(f"| build of {name}, {kind} | {seconds:,.1f} s |")
+    stop = data["stop"]
+    restarts = ", ".join(f"{x:.2f}" for x in data["restart_runs"])
+    lines += [
+        f"| `compose up -d --wait` ({data['stack']}) | {data['up_wait_seconds']:.1f} s |",
+        f"| first `GET /` through nginx after `up --wait` returned "
+        f"| {1000 * data['first_request_seconds']:.0f} ms |",
+        f"| first 200 after `compose restart web` returned (median of {restarts} s) "
+        f"| {data['serving_after_restart_seconds']:.2f} s |",
+        f"| `compose stop ws` with {stop['websockets']} open websockets "
+        f"| {stop['stop_seconds']:.2f} s |",
+        f"| ... until the last of them was closed | {stop['all_closed_seconds']:.2f} s |",
+        f"| close codes the clients saw | {stop['close_codes']} |",
+        "",
+        "Image sizes are `docker image inspect`'s uncompressed size. The builds are tranzit's",
+        "images from docker/ (offline base images and wheelhouse of scripts/docker-env.sh) and",
+        "the generated project's two images built on them.",
+    ]
+    return lines
+
+
+def _static(data: dict[str, Any]) -> list[str]:
+    skipped = _not_measured(data)
+    if skipped:
+        return skipped
+    lines = [
+        "| file | peer | req/s (median) | runs | vs bare | p50 ms | p99 ms | nginx CPU % "
+        "| wrk CPU % | at ≥ 90 % CPU |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for label, f in data["files"].items():
+        peers = f["peers"]
+        base = peers["bare nginx"]["rate"]
+        for peer, p in peers.items():
+            runs = ", ".join(f"{r['rps']:,.0f}" for r in p["runs"])
+            lines.append(
+                f"| {label} | {peer} | {_f(p['rate'], 0)} | {runs} | {_f(p['rate'] / base)}{TIMES} "
+                f"| {_f(p['latency_ms']['50'])} | {_f(p['latency_ms']['99'])} "
+                f"| {_f(p['cpu_percent']['server'], 0)} | {_f(p['cpu_percent']['client'], 0)} "
+                f"| {_saturation(p['cpu_percent'])} |"
+            )
+    versions = "; ".join(f"{k}: {v}" for k, v in data["versions"].items())
+    lines += [
+        "",
+        f"`wrk -t1 -c{data['connections']}` on the client core against each container's own",
+        "address (not the published port, whose userland proxy would be measured too); both",
+        "nginx containers pinned to the server core (`docker update --cpuset-cpus`). The stack's",
+        "nginx is the generated project's image (tranzit's config: `try_files`, dot-file guard,",
+        "`Cache-Control`, an access log line per request to stdout, gzip for text types but wrk",
+        f"asks for none). The bare side is {data['bare']}. Versions: {versions}.",
+        "`stack nginx, no /static/ access log` is the project's nginx image with one line added",
+        "to tranzit's template, `access_log off;` in `location /static/` (a proposed change to",
+        "docker/nginx/nginx.conf.template), run beside the stack on its network.",
+    ]
+    return lines
+
+
+def _broadcast(data: dict[str, Any], fanout: dict[str, Any] | None) -> list[str]:
+    skipped = _not_measured(data)
+    if skipped:
+        return skipped
+    lines = [
+        "| clients | nginx worker_connections | per replica | joined in s | p50 ms | p99 ms "
+        "| deliveries/s | burst | missing |",
+        "|---:|---:|---|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in data["runs"]:
+        limit = data["raised_worker_connections"] if r["raised_nginx_limit"] else 1024
+        if "error" in r:
+            first = r["error"].strip().splitlines()[0][:160]
+            lines.append(f"| {r['clients']:,} | {limit} | failed: {first} | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['clients']:,} | {limit} | {r['per_replica']} | {_f(r['connect_seconds'], 1)} "
+            f"| {_f(r['p50_ms'])} | {_f(r['p99_ms'])} | {_f(r['deliveries_per_second'], 0)} "
+            f"| {r['burst']} msgs in {_f(r['burst_seconds'])} s | {r['missing']} |"
+        )
+    if fanout and fanout.get("sizes"):
+        tz = fanout["peers"]["tranzit"]
+        single = ", ".join(
+            f"{int(n):,}: p50 {_f(row['p50_ms'])} ms, p99 {_f(row['p99_ms'])} ms"
+            for n, row in tz.items()
+        )
+        lines += ["", f"Single process in the same run (fan-out above, tranzit): {single}."]
+    lines += [
+        "",
+        "The generated project's stack on the compose profile `scale`: `--scale ws=3`, Redis,",
+        "`TRANZIT_BROADCAST_URL=redis://redis:6379/0`; every client connects through nginx's",
+        "`/ws`. The bench adds two rules to the project: `bench_join` (`conn.join`, no",
+        "announcement: the template's chat `join` tells every member, N\u00b2 messages for N",
+        "joins) and `bench_say` (`conn.hub.send_group`). Clients: bench/clients/ws_chat.py, up to",
+        f"{data['clients_per_process']:,} connections per process, all on the client core; the",
+        "containers are not pinned, so the replicas, Redis and nginx share both cores with the",
+        "clients. Latency: the speaker's send to each client's receive (the send time travels in",
+        "the text), over the timed messages; deliveries/s: the burst's messages times clients,",
+        "over the time from the burst's first send to its last receive.",
+        "Each proxied websocket holds two nginx connections; with the image's stock",
+        "`worker_connections 1024` per worker the run with the limit raised to",
+        f"{data['raised_worker_connections']:,} mounts a copy of docker/nginx/nginx.conf.template",
+        "with only that line changed (and `worker_rlimit_nofile`).",
+    ]
+    return lines
+
+
 def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) -> str:
     run, machine = results["run"], results["run"]["machine"]
     s = results["settings"]
     out = [
         "# Benchmarks",
         "",
-        "<!-- Generated by `python -m bench` (bench/report.py); edit the harness, not this file. -->",
+        "<!-- Generated by `python -m bench` (bench/report.py); "
+        "edit the harness, not this file. -->",
         "",
-        "tranzit side by side with the servers a user would otherwise pick, measured in the same run",
-        "on the same machine. Figures to read are the **ratios** between peers of one run: absolute",
-        "numbers on these shared 2-core machines drift from run to run.",
+        "tranzit side by side with the servers a user would otherwise pick, measured in the same",
+        "run on the same machine. Figures to read are the **ratios** between peers of one run:",
+        "absolute numbers on these shared 2-core machines drift from run to run.",
         "",
     ]
     if s["quick"]:
         out += [
-            "> **Quick run** (`--quick`): a check that the harness works; the numbers mean nothing.",
+            "> **Quick run** (`--quick`): a check that the harness works; "
+            "the numbers mean nothing.",
             "",
         ]
     out += [
@@ -116,9 +251,7 @@ def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) 
         "|---|---|---:|---|---|",
     ]
     for c in checks(results):
-        unit = " KiB" if "KiB" in c.what else "×"
-        value = "–" if c.value is None else f"{c.value:.2f}{unit}"
-        out.append(f"| {c.workload} | {c.what} | {value} | {c.target} | {c.verdict} |")
+        out.append(f"| {c.workload} | {c.what} | {c.shown} | {c.target} | {c.verdict} |")
     out += [
         "",
         "## Run",
@@ -129,14 +262,22 @@ def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) 
         f"Linux {machine['kernel']}, Python {machine['python']}",
         f"* Pinning: {machine['pinning']}",
         "* Versions: " + ", ".join(f"{k} {v}" for k, v in run["versions"].items() if v),
-        f"* 1-minute load average: {run['loadavg_before'][0]} before, {run['loadavg_after'][0]} after "
-        f"(1/5/15 min: {run['loadavg_before']} → {run['loadavg_after']}); the machine was shared",
-        f"* Method: each peer measured {s['repeats']}× for {s['duration']} s (after {s['warmup']} s of "
-        "warm-up), interleaved A/B/C/A/B/C; tables show the median run. Fan-out: "
-        f"{s['fanout_repeats']} runs per peer and size, {s['broadcasts']} broadcasts each, fresh server per run.",
+        f"* 1-minute load average: {run['loadavg_before'][0]} before, "
+        f"{run['loadavg_after'][0]} after (1/5/15 min: {run['loadavg_before']} → "
+        f"{run['loadavg_after']}); the machine was shared",
+        f"* Method: each peer measured {s['repeats']}{TIMES} for {s['duration']} s "
+        f"(after {s['warmup']} s of warm-up), interleaved A/B/C/A/B/C; tables show the median "
+        f"run. Fan-out: {s['fanout_repeats']} runs per peer and size, {s['broadcasts']} "
+        "broadcasts each, fresh server per run.",
         f"* Wall time of the run: {results['elapsed_seconds']:.0f} s",
-        "",
     ]
+    for other in results.get("merged_runs", []):
+        out.append(
+            f"* Merged from a separate run on the same machine ({other['date']}, commit "
+            f"{other['git_commit']}): `{other['command']}`; 1-minute load average "
+            f"{other['loadavg_before'][0]} before, {other['loadavg_after'][0]} after"
+        )
+    out.append("")
     w = results["workloads"]
     for name in ("http_hello", "http_echo", "ws_echo"):
         if name not in w:
@@ -148,36 +289,25 @@ def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) 
         e = w["ws_echo"]
         if "tranzit-patched" in e["peers"]:
             out += [
-                f"`tranzit-patched` is an experimental copy of tranzit (`--tranzit-path {s['tranzit_path']}`),",
+                "`tranzit-patched` is an experimental copy of tranzit "
+                f"(`--tranzit-path {s['tranzit_path']}`),",
                 "measured interleaved with the installed one; see the findings below.",
                 "",
             ]
         out += [
-            f"{e['connections']} connections, each keeping {e['depth']} messages of 32 characters in flight; "
-            "aiohttp client on uvloop, compression not negotiated; latency is send → echo per message.",
+            f"{e['connections']} connections, each keeping {e['depth']} messages of 32 characters "
+            "in flight; aiohttp client on uvloop, compression not negotiated; latency is "
+            "send → echo per message.",
             "",
         ]
     if "fanout" in w:
-        out += (
-            [f"## {TITLES['fanout']}", ""]
-            + _fanout_table(w["fanout"])
-            + [
-                "",
-                "tranzit has no broadcast API yet: the bench project's `broadcast` rule iterates the app's",
-                "connection registry (`conn.request.app[tranzit.ws.endpoint.REGISTRY]`) and awaits",
-                "`conn.send_text` for each; the raw aiohttp peer loops over its set of `WebSocketResponse`s",
-                "with `send_str`. Latency: from the trigger's send to each idle connection's receive, in the",
-                "one client process (which receives every message itself, so the client's own work is part",
-                "of p99); the server send loop is timed inside the server. RSS: the server's resident memory",
-                "after the connections settled minus before them, divided by their number. tranzit serves",
-                "with its default `ws_heartbeat` (20 s); the raw peer has none.",
-                "",
-            ]
-        )
-    for name in ("static", "lifecycle"):
-        data = w.get(name)
-        if data is not None and data.get("status") == "not measured":
-            out += [f"## {TITLES[name]}", "", f"Not measured in this run: {data['reason']}", ""]
+        out += [f"## {TITLES['fanout']}", "", *_fanout_table(w["fanout"]), "", *FANOUT_TEXT, ""]
+    if "lifecycle" in w:
+        out += [f"## {TITLES['lifecycle']}", "", *_lifecycle(w["lifecycle"]), ""]
+    if "static" in w:
+        out += [f"## {TITLES['static']}", "", *_static(w["static"]), ""]
+    if "broadcast" in w:
+        out += [f"## {TITLES['broadcast']}", "", *_broadcast(w["broadcast"], w.get("fanout")), ""]
     if plots:
         out += ["## Plots", ""]
         out += [f"![{title}]({path})" for title, path in plots.items()]

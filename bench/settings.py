@@ -18,6 +18,9 @@ class Settings:
     fanout_sizes: tuple[int, ...] = (1000, 5000, 10000)
     fanout_repeats: int = 2
     broadcasts: int = 5
+    #: broadcast across 3 ws replicas: (clients, nginx worker_connections raised?)
+    chat_sizes: tuple[tuple[int, bool], ...] = ((900, False), (2000, False), (10000, True))
+    chat_per_process: int = 2500
     tranzit_path: str | None = None
 
 
@@ -31,4 +34,5 @@ QUICK = Settings(
     fanout_sizes=(100,),
     fanout_repeats=1,
     broadcasts=2,
+    chat_sizes=((20, False),),
 )

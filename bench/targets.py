@@ -1,4 +1,3 @@
-# ruff: noqa: RUF001
 """The targets of issue 6, checked against one run's results."""
 
 from __future__ import annotations
@@ -6,6 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+TIMES = "\u00d7"  # the multiplication sign of ratios
+DASH = "\u2013"  # not measured
 
 
 @dataclass(frozen=True)
@@ -15,6 +17,14 @@ class Check:
     value: float | None
     target: str
     met: bool | None  # None: not measured
+    unit: str = TIMES
+
+    @property
+    def shown(self) -> str:
+        if self.value is None:
+            return DASH
+        digits = 0 if abs(self.value) >= 100 else 2
+        return f"{self.value:,.{digits}f}{self.unit}"
 
     @property
     def verdict(self) -> str:
@@ -41,7 +51,7 @@ def checks(results: dict[str, Any]) -> list[Check]:
 
     def at_least(workload: str, peer: str, minimum: float | None) -> None:
         ratio = _ratio(results, workload, "tranzit", peer)
-        target = f"≥ {minimum}×" if minimum is not None else "(no target)"
+        target = f"≥ {minimum}{TIMES}" if minimum is not None else "(no target)"
         met = None if ratio is None or minimum is None else ratio >= minimum
         out.append(Check(workload, f"tranzit / {peer} throughput", ratio, target, met))
 
@@ -60,7 +70,14 @@ def checks(results: dict[str, Any]) -> list[Check]:
             continue
         kib = tz["kib_per_connection"]
         out.append(
-            Check("fanout", f"{n} conns: tranzit KiB per connection", kib, "≤ 32 KiB", kib <= 32)
+            Check(
+                "fanout",
+                f"{n} conns: tranzit RSS per connection",
+                kib,
+                "≤ 32 KiB",
+                kib <= 32,
+                " KiB",
+            )
         )
         if raw is None:
             continue
@@ -72,7 +89,7 @@ def checks(results: dict[str, Any]) -> list[Check]:
                     "fanout",
                     f"{n} conns: broadcast {label} tranzit / aiohttp",
                     ratio,
-                    "≤ 1.2×",
+                    "≤ 1.2" + TIMES,
                     met,
                 )
             )
@@ -87,11 +104,72 @@ def checks(results: dict[str, Any]) -> list[Check]:
             )
         )
 
-    for workload, what in (
-        ("static", "through nginx / bare nginx"),
-        ("lifecycle", "image, build, start, stop"),
-    ):
-        data = results["workloads"].get(workload)
-        if data is None or data.get("status") == "not measured":
-            out.append(Check(workload, what, None, "see issue 6", None))
+    _static_checks(results, out)
+    _lifecycle_checks(results, out)
+    _broadcast_checks(results, out)
     return out
+
+
+def _not_measured(results: dict[str, Any], workload: str, what: str, out: list[Check]) -> bool:
+    data = results["workloads"].get(workload)
+    if data is None:
+        return True
+    if data.get("status") == "not measured":
+        out.append(Check(workload, what, None, "see issue 6", None))
+        return True
+    return False
+
+
+def _static_checks(results: dict[str, Any], out: list[Check]) -> None:
+    if _not_measured(results, "static", "through nginx / bare nginx", out):
+        return
+    for label, data in results["workloads"]["static"]["files"].items():
+        peers = data["peers"]
+        ratio = peers["stack nginx"]["rate"] / peers["bare nginx"]["rate"]
+        what = f"{label} file: stack nginx / bare nginx throughput"
+        out.append(Check("static", what, ratio, "≥ 0.9" + TIMES, ratio >= 0.9))
+        quiet = peers.get("stack nginx, no /static/ access log")
+        if quiet:
+            ratio = quiet["rate"] / peers["bare nginx"]["rate"]
+            what = f"{label} file: proposed (no /static/ access log) / bare nginx"
+            out.append(Check("static", what, ratio, "≥ 0.9" + TIMES, ratio >= 0.9))
+
+
+def _lifecycle_checks(results: dict[str, Any], out: list[Check]) -> None:
+    if _not_measured(results, "lifecycle", "image, build, start, stop", out):
+        return
+    data = results["workloads"]["lifecycle"]
+    first = data["first_request_seconds"]
+    out.append(
+        Check("lifecycle", "first request after up --wait", first, "< 0.5 s", first < 0.5, " s")
+    )
+    again = data["serving_after_restart_seconds"]
+    what = "first 200 after `compose restart web` returned"
+    out.append(Check("lifecycle", what, again, "< 0.5 s", again < 0.5, " s"))
+    stop = data["stop"]
+    worst = max(stop["stop_seconds"], stop["all_closed_seconds"])
+    what = f"`compose stop ws` with {stop['websockets']} open websockets (all closed)"
+    out.append(Check("lifecycle", what, worst, "≤ 2 s", worst <= 2.0, " s"))
+    up = data["up_wait_seconds"]
+    out.append(Check("lifecycle", "`compose up --wait`", up, "(reported)", None, " s"))
+    for name, seconds in data["builds"].items():
+        kind = "cold build" if data["cold_build"] else "cached build"
+        out.append(Check("lifecycle", f"{kind}: {name}", seconds, "(reported)", None, " s"))
+    size = data["image_mb"]["runtime image"]
+    out.append(Check("lifecycle", "runtime image size", size, "(reported)", None, " MB"))
+
+
+def _broadcast_checks(results: dict[str, Any], out: list[Check]) -> None:
+    if _not_measured(results, "broadcast", "3 replicas via Redis", out):
+        return
+    for r in results["workloads"]["broadcast"]["runs"]:
+        where = f"{r['clients']} clients on 3 replicas"
+        if r.get("raised_nginx_limit"):
+            where += " (nginx limit raised)"
+        if "error" in r:
+            out.append(Check("broadcast", f"{where}: failed", None, "(reported)", None))
+            continue
+        for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+            out.append(Check("broadcast", f"{where}: {label}", r[key], "(reported)", None, " ms"))
+        rate = r["deliveries_per_second"]
+        out.append(Check("broadcast", f"{where}: deliveries", rate, "(reported)", None, "/s"))

@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """HTTP hello (a class view) and JSON echo with a user middleware, under ``wrk``.
 
 tranzit and plain aiohttp run under gunicorn with one aiohttp worker configured
@@ -145,7 +144,8 @@ def run(settings: Settings, variant: str, progress: Callable[[str], None]) -> di
                 runs[peer].append(r)
                 progress(
                     f"run {rep + 1}/{settings.repeats} {peer}: {r['rps']:.0f} req/s "
-                    f"(cpu server {r['cpu_percent'].get('server')}%, client {r['cpu_percent'].get('client')}%)"
+                    f"(cpu server {r['cpu_percent'].get('server')}%, "
+                    f"client {r['cpu_percent'].get('client')}%)"
                 )
     finally:
         proc.stop_many([server for server, _ in servers.values()])

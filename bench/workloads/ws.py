@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """Websocket workloads: pipelined echo, and fan-out to idle connections.
 
 tranzit runs as its ``ws`` role (``python -m tranzit serve ws``, the
@@ -108,7 +107,8 @@ def run_echo(settings: Settings, progress: Callable[[str], None]) -> dict[str, A
                 runs[peer].append(r)
                 progress(
                     f"run {rep + 1}/{settings.repeats} {peer}: {r['rate']:.0f} msg/s "
-                    f"(cpu server {r['cpu_percent'].get('server')}%, client {r['cpu_percent'].get('client')}%)"
+                    f"(cpu server {r['cpu_percent'].get('server')}%, "
+                    f"client {r['cpu_percent'].get('client')}%)"
                 )
     finally:
         proc.stop_many([server for server, _ in servers.values()])
