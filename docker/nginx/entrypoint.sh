@@ -10,7 +10,7 @@ conf_dir=/tmp/nginx
 mkdir -p "$conf_dir"
 
 script=""
-for name in PORT WEB WS RESOLVER WS_READ_TIMEOUT MAX_BODY STATIC_MAX_AGE; do
+for name in PORT WEB WS RESOLVER WS_READ_TIMEOUT MAX_BODY STATIC_MAX_AGE WORKER_CONNECTIONS; do
     eval "value=\${TRANZIT_NGINX_$name:?TRANZIT_NGINX_$name must be set}"
     case "$value" in
         *[!A-Za-z0-9.:_-]*)
