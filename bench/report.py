@@ -168,11 +168,8 @@ def _static(data: dict[str, Any]) -> list[str]:
         "address (not the published port, whose userland proxy would be measured too); both",
         "nginx containers pinned to the server core (`docker update --cpuset-cpus`). The stack's",
         "nginx is the generated project's image (tranzit's config: `try_files`, dot-file guard,",
-        "`Cache-Control`, an access log line per request to stdout, gzip for text types but wrk",
-        f"asks for none). The bare side is {data['bare']}. Versions: {versions}.",
-        "`stack nginx, no /static/ access log` is the project's nginx image with one line added",
-        "to tranzit's template, `access_log off;` in `location /static/` (a proposed change to",
-        "docker/nginx/nginx.conf.template), run beside the stack on its network.",
+        "`Cache-Control`, no access log for /static/, gzip for text types but wrk asks for",
+        f"none). The bare side is {data['bare']}. Versions: {versions}.",
     ]
     return lines
 
@@ -187,7 +184,8 @@ def _broadcast(data: dict[str, Any], fanout: dict[str, Any] | None) -> list[str]
         "|---:|---:|---|---:|---:|---:|---:|---|---:|",
     ]
     for r in data["runs"]:
-        limit = data["raised_worker_connections"] if r["raised_nginx_limit"] else 1024
+        stock = data.get("nginx_worker_connections", 1024)  # older runs: 1024
+        limit = data["raised_worker_connections"] if r["raised_nginx_limit"] else stock
         if "error" in r:
             first = r["error"].strip().splitlines()[0][:160]
             lines.append(f"| {r['clients']:,} | {limit} | failed: {first} | | | | | | |")
@@ -216,10 +214,9 @@ def _broadcast(data: dict[str, Any], fanout: dict[str, Any] | None) -> list[str]
         "clients. Latency: the speaker's send to each client's receive (the send time travels in",
         "the text), over the timed messages; deliveries/s: the burst's messages times clients,",
         "over the time from the burst's first send to its last receive.",
-        "Each proxied websocket holds two nginx connections; with the image's stock",
-        "`worker_connections 1024` per worker the run with the limit raised to",
-        f"{data['raised_worker_connections']:,} mounts a copy of docker/nginx/nginx.conf.template",
-        "with only that line changed (and `worker_rlimit_nofile`).",
+        "Each proxied websocket holds two nginx connections; runs with the limit raised set",
+        f"TRANZIT_NGINX_WORKER_CONNECTIONS={data['raised_worker_connections']:,} (older runs",
+        "mounted a copy of the template with that line changed).",
     ]
     return lines
 

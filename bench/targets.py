@@ -128,11 +128,6 @@ def _static_checks(results: dict[str, Any], out: list[Check]) -> None:
         ratio = peers["stack nginx"]["rate"] / peers["bare nginx"]["rate"]
         what = f"{label} file: stack nginx / bare nginx throughput"
         out.append(Check("static", what, ratio, "≥ 0.9" + TIMES, ratio >= 0.9))
-        quiet = peers.get("stack nginx, no /static/ access log")
-        if quiet:
-            ratio = quiet["rate"] / peers["bare nginx"]["rate"]
-            what = f"{label} file: proposed (no /static/ access log) / bare nginx"
-            out.append(Check("static", what, ratio, "≥ 0.9" + TIMES, ratio >= 0.9))
 
 
 def _lifecycle_checks(results: dict[str, Any], out: list[Check]) -> None:

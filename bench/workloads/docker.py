@@ -363,36 +363,6 @@ def bare_nginx(ctx: Context, files: Path) -> Iterator[str]:
         ctx.containers.remove(cid)
 
 
-@contextlib.contextmanager
-def quiet_static_nginx(ctx: Context, stack: Any) -> Iterator[str]:
-    """The project's nginx image with one change to tranzit's template (proposed):
-    no access log line for /static/. On the stack's network, pinned like the others."""
-    template = (proc.ROOT / "docker" / "nginx" / "nginx.conf.template").read_text()
-    marker = "        location /static/ {\n"
-    if marker not in template:
-        raise proc.BenchError("docker/nginx/nginx.conf.template: no 'location /static/ {'")
-    changed = ctx.root.parent / "quiet-static.conf.template"
-    changed.write_text(template.replace(marker, marker + "            access_log off;\n"))
-    (nginx,) = stack.containers("nginx")
-    network = next(iter(inspect(nginx)["NetworkSettings"]["Networks"]))
-    cid = ds.run(
-        [
-            "docker", "run", "-d", "--cpuset-cpus", str(proc.SERVER_CPU),
-            "--name", f"{ctx.name}-quiet-nginx", "--network", network,
-            "--read-only", "--tmpfs", "/tmp",
-            "-v", f"{changed}:/etc/tranzit-nginx/nginx.conf.template:ro",
-            ctx.project_images[1],
-        ],
-        timeout=60,
-    ).stdout.strip()  # fmt: skip
-    ctx.containers.append(cid)
-    try:
-        yield cid
-    finally:
-        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
-        ctx.containers.remove(cid)
-
-
 def wrk(url: str, seconds: float, connections: int, server_pid: int) -> dict[str, Any]:
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
     client = proc.spawn(argv, cpu=proc.CLIENT_CPU, name="wrk-static", stdout=subprocess.PIPE)
@@ -422,11 +392,7 @@ def _static(ctx: Context, settings: Settings, progress: Callable[[str], None]) -
     # address, so Docker's userland proxy of the published port is not measured.
     ds.run(["docker", "update", "--cpuset-cpus", str(proc.SERVER_CPU), nginx], timeout=60)
     servers = {"stack nginx": (nginx, container_ip(nginx))}
-    with (
-        quiet_static_nginx(ctx, stack) as quiet,
-        bare_nginx(ctx, ctx.root / STATIC_DIR) as bare,
-    ):
-        servers["stack nginx, no /static/ access log"] = (quiet, container_ip(quiet))
+    with bare_nginx(ctx, ctx.root / STATIC_DIR) as bare:
         servers["bare nginx"] = (bare, container_ip(bare))
         versions = {
             peer: ds.run(["docker", "exec", cid, "nginx", "-v"], timeout=30).stderr.strip()

@@ -6,10 +6,9 @@ through nginx's ``/ws`` and joins one group (bench/clients/ws_chat.py, several
 processes). A speaker says ``--rounds`` timed messages (latency: its send to
 each client's receive) and a burst (messages/s delivered to all clients).
 
-nginx's stock ``worker_connections 1024`` (docker/nginx/nginx.conf.template)
-caps the clients: each proxied websocket holds two connections, and the
-workers share nothing. ``raised`` runs mount the same template with
-``worker_connections`` raised, for sizes beyond that cap.
+nginx's ``worker_connections`` (TRANZIT_NGINX_WORKER_CONNECTIONS, 4096 in the
+image) caps the clients: each proxied websocket holds two connections, and the
+workers share nothing. ``raised`` runs set it higher, for sizes beyond that cap.
 """
 
 from __future__ import annotations
@@ -26,25 +25,17 @@ from . import docker
 from .ws import _lines
 
 REPLICAS = 3
+STOCK_CONNECTIONS = 4096
 RAISED_CONNECTIONS = 16384
-OVERRIDE = """\
+OVERRIDE = f"""\
 services:
   nginx:
-    volumes:
-      - {type: tmpfs, target: /tmp}
-      - {type: bind, source: ./bench-nginx.conf.template,
-         target: /etc/tranzit-nginx/nginx.conf.template, read_only: true}
+    environment:
+      TRANZIT_NGINX_WORKER_CONNECTIONS: "{RAISED_CONNECTIONS}"
 """
 
 
 def _raised_template(ctx: docker.Context) -> None:
-    template = (proc.ROOT / "docker" / "nginx" / "nginx.conf.template").read_text()
-    if "worker_connections 1024;" not in template:
-        raise proc.BenchError("docker/nginx/nginx.conf.template: no 'worker_connections 1024;'")
-    raised = template.replace(
-        "worker_connections 1024;", f"worker_connections {RAISED_CONNECTIONS};"
-    ).replace("pid /tmp/nginx/nginx.pid;", "pid /tmp/nginx/nginx.pid;\nworker_rlimit_nofile 65536;")
-    (ctx.root / "bench-nginx.conf.template").write_text(raised)
     (ctx.root / "compose.bench.yaml").write_text(OVERRIDE)
 
 
@@ -194,7 +185,7 @@ def _run(
     return {
         "runs": runs,
         "replicas": REPLICAS,
-        "nginx_worker_connections": 1024,
+        "nginx_worker_connections": STOCK_CONNECTIONS,
         "raised_worker_connections": RAISED_CONNECTIONS,
         "nofile_limit": limit,
         "clients_per_process": settings.chat_per_process,
