@@ -363,23 +363,6 @@ def bare_nginx(ctx: Context, files: Path) -> Iterator[str]:
         ctx.containers.remove(cid)
 
 
-def wrk(url: str, seconds: float, connections: int, server_pid: int) -> dict[str, Any]:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", url]
-    client = proc.spawn(argv, cpu=proc.CLIENT_CPU, name="wrk-static", stdout=subprocess.PIPE)
-    meter = proc.CpuMeter(server_pid, client.pid)
-    try:
-        time.sleep(0.2)
-        meter.mark()
-        time.sleep(max(0.1, round(seconds) - 0.4))
-        meter.mark()
-        out, _ = client.communicate(timeout=seconds + 30)
-    finally:
-        proc.stop(client)
-    result = http.parse_wrk(out.decode())
-    result["cpu_percent"] = meter.percent()
-    return result
-
-
 # -- static files ---------------------------------------------------------------------
 
 
@@ -421,10 +404,10 @@ def _static(ctx: Context, settings: Settings, progress: Callable[[str], None]) -
         for label in ("small", "1 MiB"):
             runs: dict[str, list[dict[str, Any]]] = {peer: [] for peer in servers}
             for peer in servers if not settings.quick else ():  # warm-up
-                wrk(urls[(peer, label)], 1, settings.http_connections, pids[peer])
+                http.run_wrk(urls[(peer, label)], 1, settings.http_connections, pids[peer])
             for rep in range(settings.repeats):
                 for peer in servers:
-                    r = wrk(
+                    r = http.run_wrk(
                         urls[(peer, label)],
                         settings.duration,
                         settings.http_connections,

@@ -95,13 +95,13 @@ def parse_wrk(out: str) -> dict[str, Any]:
     }
 
 
-def _wrk(port: int, variant: str, seconds: float, connections: int, server: Any) -> dict[str, Any]:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
-    if variant == "echo":
-        argv += ["-s", str(POST_LUA)]
-    argv.append(f"http://127.0.0.1:{port}" + ("/echo" if variant == "echo" else "/"))
-    client = proc.spawn(argv, cpu=proc.CLIENT_CPU, name="wrk", stdout=proc.subprocess.PIPE)
-    meter = proc.CpuMeter(server.pid, client.pid)
+def run_wrk(
+    url: str, seconds: float, connections: int, server_pid: int, *extra: str
+) -> dict[str, Any]:
+    """wrk on the client core against ``url``; CPU of both sides sampled mid-run."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", *extra]
+    client = proc.spawn([*argv, url], cpu=proc.CLIENT_CPU, name="wrk", stdout=proc.subprocess.PIPE)
+    meter = proc.CpuMeter(server_pid, client.pid)
     try:
         time.sleep(0.2)
         meter.mark()
@@ -113,6 +113,12 @@ def _wrk(port: int, variant: str, seconds: float, connections: int, server: Any)
     result = parse_wrk(out.decode())
     result["cpu_percent"] = meter.percent()
     return result
+
+
+def _wrk(port: int, variant: str, seconds: float, connections: int, server: Any) -> dict[str, Any]:
+    extra = ("-s", str(POST_LUA)) if variant == "echo" else ()
+    url = f"http://127.0.0.1:{port}" + ("/echo" if variant == "echo" else "/")
+    return run_wrk(url, seconds, connections, server.pid, *extra)
 
 
 def run(settings: Settings, variant: str, progress: Callable[[str], None]) -> dict[str, Any]:

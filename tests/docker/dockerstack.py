@@ -323,6 +323,13 @@ async def until_everyone_hears(
             raise AssertionError(f"after {timeout:.0f} s these clients heard nothing: {deaf}")
 
 
+def misheard(clients: list[ChatClient], by: str, prefix: str, count: int) -> dict[str, list[str]]:
+    """Clients that did not hear ``prefix`` 0…count-1 from ``by`` exactly once, in order."""
+    expected = [f"{prefix}{n}" for n in range(count)]
+    heard = {c.name: c.said(by, prefix) for c in clients}
+    return {name: got for name, got in heard.items() if got != expected}
+
+
 async def settle(
     clients: list[ChatClient], by: str, prefix: str, count: int, timeout: float
 ) -> None:

@@ -26,6 +26,7 @@ from dockerstack import (
     REPO,
     BuiltProject,
     connect_chat,
+    misheard,
     record,
     run,
     settle,
@@ -231,9 +232,7 @@ async def test_scaled_ws_broadcast_reaches_every_client(deployed: tuple[str, int
             for n in range(MESSAGES):
                 await speaker.ws.send_str(f"say|lobby,swarm {n}")
             await settle(clients, speaker.name, "swarm ", MESSAGES, timeout=20)
-            expected = [f"swarm {n}" for n in range(MESSAGES)]
-            wrong = {c.name: c.said(speaker.name, "swarm ") for c in clients}
-            wrong = {name: got for name, got in wrong.items() if got != expected}
+            wrong = misheard(clients, speaker.name, "swarm ", MESSAGES)
             assert not wrong, f"not exactly once and in order: {wrong}"
         finally:
             await asyncio.gather(*(c.close() for c in clients))
