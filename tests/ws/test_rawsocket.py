@@ -13,7 +13,9 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import logging
 import os
+import socket
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -490,3 +492,29 @@ async def test_plain_http_request_to_the_endpoint_is_refused(served: Served) -> 
 async def test_foreign_origin_handshake_gets_403(served: Served) -> None:
     with pytest.raises(AssertionError, match="403"):
         await open_raw(served, headers={"Origin": "http://evil.example"})
+
+
+async def test_client_gone_during_the_handshake_is_not_an_error(
+    served: Served, wait_until: WaitUntil, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client (or a proxy giving up) that sends the upgrade and hangs up at once.
+
+    Seen behind nginx under load: aiohttp then logged "Error handling request"
+    with a traceback for every such client. It is routine, not an error.
+    """
+    key = base64.b64encode(os.urandom(16)).decode()
+    request = (
+        f"GET {served.path} HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+    for _ in range(20):
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(request)
+        # RST instead of FIN: the server's first write finds the transport closing.
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+    await assert_still_serving(served, wait_until)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]

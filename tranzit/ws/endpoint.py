@@ -39,6 +39,8 @@ REGISTRY = web.AppKey("tranzit.ws.registry", ConnectionRegistry)
 
 # Time a close handshake may take before the socket is dropped; shutdown stays fast.
 CLOSE_TIMEOUT = 1.0
+# What the access log shows for a client that left before the handshake completed.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class Dispatcher(Protocol):
@@ -158,7 +160,13 @@ def websocket_endpoint(
         )
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="expected a websocket upgrade request\n")
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionResetError:
+            # The client (or a proxy giving up on it) hung up before the 101 went out:
+            # routine under load, not an error. 499 as nginx logs it; nothing is sent.
+            log.debug("websocket client %s left during the handshake", request.remote)
+            return web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
         conn = Connection(ws, request, send_queue=settings.send_queue, hub=hub)
         hub.connections.add(conn)
         try:
