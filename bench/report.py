@@ -174,26 +174,34 @@ def _static(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _busy(cores: dict[str, float] | None) -> str:
+    """``ws 1.2, nginx 0.3, ...``: the cores each part kept busy (the machine has 2)."""
+    if not cores:
+        return ""
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(cores.items(), key=lambda kv: -kv[1]))
+
+
 def _broadcast(data: dict[str, Any], fanout: dict[str, Any] | None) -> list[str]:
     skipped = _not_measured(data)
     if skipped:
         return skipped
     lines = [
         "| clients | nginx worker_connections | per replica | joined in s | p50 ms | p99 ms "
-        "| deliveries/s | burst | missing |",
-        "|---:|---:|---|---:|---:|---:|---:|---|---:|",
+        "| deliveries/s | burst | missing | cores busy in the burst |",
+        "|---:|---:|---|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in data["runs"]:
         stock = data.get("nginx_worker_connections", 1024)  # older runs: 1024
         limit = data["raised_worker_connections"] if r["raised_nginx_limit"] else stock
         if "error" in r:
             first = r["error"].strip().splitlines()[0][:160]
-            lines.append(f"| {r['clients']:,} | {limit} | failed: {first} | | | | | | |")
+            lines.append(f"| {r['clients']:,} | {limit} | failed: {first} | | | | | | | |")
             continue
         lines.append(
             f"| {r['clients']:,} | {limit} | {r['per_replica']} | {_f(r['connect_seconds'], 1)} "
             f"| {_f(r['p50_ms'])} | {_f(r['p99_ms'])} | {_f(r['deliveries_per_second'], 0)} "
-            f"| {r['burst']} msgs in {_f(r['burst_seconds'])} s | {r['missing']} |"
+            f"| {r['burst']} msgs in {_f(r['burst_seconds'])} s | {r['missing']} "
+            f"| {_busy(r.get('cores_busy'))} |"
         )
     if fanout and fanout.get("sizes"):
         tz = fanout["peers"]["tranzit"]
@@ -206,9 +214,14 @@ def _broadcast(data: dict[str, Any], fanout: dict[str, Any] | None) -> list[str]
         "",
         "The generated project's stack on the compose profile `scale`: `--scale ws=3`, Redis,",
         "`TRANZIT_BROADCAST_URL=redis://redis:6379/0`; every client connects through nginx's",
-        "`/ws`. The bench adds two rules to the project: `bench_join` (`conn.join`, no",
-        "announcement: the template's chat `join` tells every member, N\u00b2 messages for N",
-        "joins) and `bench_say` (`conn.hub.send_group`). Clients: bench/clients/ws_chat.py, up to",
+        "`/ws` at nginx's address on the compose network (the published loopback port goes",
+        "through docker-proxy, which held ~3 descriptors per websocket and died at ~3,300 of",
+        "them under this machine's 20,000 nofile limit; outside clients reach nginx by DNAT,",
+        "without it). Latency rounds are `max(0.5, clients / 4000)` s apart, so each broadcast",
+        "is delivered before the next. The bench adds two rules to the project: `bench_join`",
+        "(`conn.join`, no announcement: the template's chat `join` tells every member,",
+        "N\u00b2 messages for N joins) and `bench_say` (`conn.hub.send_group`). Clients:",
+        "bench/clients/ws_chat.py, up to",
         f"{data['clients_per_process']:,} connections per process, all on the client core; the",
         "containers are not pinned, so the replicas, Redis and nginx share both cores with the",
         "clients. Latency: the speaker's send to each client's receive (the send time travels in",

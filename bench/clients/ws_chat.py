@@ -18,9 +18,9 @@ names the replica that holds it. JSON lines out, commands in on stdin:
 With ``--speaker`` the process holds one connection that says things instead:
 ``warm`` on the line ``warm`` (every 0.3 s until the next command), then on
 ``go``: ``--rounds`` latency messages ``lat <k> <epoch>`` ``--pause`` apart
-and a burst of ``--burst`` messages ``thr <k> <epoch>`` back to back, then
-``{"event": "said", "burst_began": epoch}``. Latency is receive time minus the
-epoch in the text: every process runs on this machine's clock.
+and (after ``{"event": "bursting"}``) a burst of ``--burst`` messages
+``thr <k> <epoch>`` back to back, then ``{"event": "said", "burst_began": epoch}``.
+Latency is receive time minus the epoch in the text: every process runs on this machine's clock.
 
     python -m bench.clients.ws_chat URL --connections 2000 --rounds 10 --burst 50
 """
@@ -183,6 +183,7 @@ async def speak(args: argparse.Namespace, session: aiohttp.ClientSession) -> Non
     for k in range(args.rounds):
         await ws.send_str(f"bench_say|{ROOM},lat {k} {time.time():.6f}")
         await asyncio.sleep(args.pause)
+    emit({"event": "bursting"})
     began = time.time()
     for k in range(args.burst):
         await ws.send_str(f"bench_say|{ROOM},thr {k} {time.time():.6f}")

@@ -2,9 +2,12 @@
 
 The bench project's stack on the compose profile "scale" with ``--scale ws=3``
 and ``TRANZIT_BROADCAST_URL=redis://redis:6379/0``; every client connects
-through nginx's ``/ws`` and joins one group (bench/clients/ws_chat.py, several
-processes). A speaker says ``--rounds`` timed messages (latency: its send to
-each client's receive) and a burst (messages/s delivered to all clients).
+through nginx's ``/ws`` (its address on the compose network) and joins one
+group (bench/clients/ws_chat.py, several processes). A speaker says
+``--rounds`` timed messages (latency: its send to each client's receive),
+spaced so each is delivered before the next, and a burst (messages/s
+delivered to all clients). ``cores_busy``: cores each part kept busy
+during the burst, until every client had it all.
 
 nginx's ``worker_connections`` (TRANZIT_NGINX_WORKER_CONNECTIONS, 4096 in the
 image) caps the clients: each proxied websocket holds two connections, and the
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .. import proc
@@ -25,6 +29,7 @@ from . import docker
 from .ws import _lines
 
 REPLICAS = 3
+NGINX_PORT = 8080  # inside the container (the image's TRANZIT_NGINX_PORT)
 STOCK_CONNECTIONS = 4096
 RAISED_CONNECTIONS = 16384
 OVERRIDE = f"""\
@@ -46,6 +51,43 @@ def _complaints(stack: Any) -> str:
     return "\n".join(lines[-25:])
 
 
+def _cpu(stack: Any, clients: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds used so far per compose service (replicas summed) and by the clients."""
+    out = subprocess.run(
+        ["docker", "ps", "--no-trunc", "--filter",
+         f"label=com.docker.compose.project={stack.name}",
+         "--format", '{{.ID}} {{.Label "com.docker.compose.service"}}'],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    used: dict[str, float] = {}
+    for cid, service in (line.split() for line in out.splitlines() if line.strip()):
+        seconds = _container_cpu(cid)
+        if seconds is not None:
+            used[service] = used.get(service, 0.0) + seconds
+    used["clients"] = proc.cpu_seconds([c.pid for c in clients])
+    return used
+
+
+def _container_cpu(cid: str) -> float | None:
+    """A container's CPU seconds from its cgroup (v1 cgroupfs or v2 systemd layouts)."""
+    v1 = Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage")
+    v2 = Path(f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat")
+    try:
+        if v1.exists():
+            return int(v1.read_text()) / 1e9
+        for line in v2.read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _busy(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
+    """Cores each part kept busy between the two readings (the machine has 2)."""
+    return {k: round((after[k] - before.get(k, 0.0)) / wall, 2) for k in after}
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -61,6 +103,10 @@ def _once(
     own = not settings.quick  # --quick shares the stack of the other Docker workloads
     stack = ctx.stack(f"b{n}{'r' if raised else ''}", extra) if own else None
     rounds, burst = (3, 5) if settings.quick else (10, 20)
+    # Latency rounds far enough apart that each broadcast has been delivered to
+    # everyone before the next (~20k deliveries/s here): a figure for one
+    # broadcast on a quiet stack, not for a backlog. The burst measures the rate.
+    pause = max(0.5, n / 4000)
     clients: list[subprocess.Popen[bytes]] = []
     try:
         if stack is None:
@@ -69,7 +115,12 @@ def _once(
         else:
             progress(f"{n} clients{' (raised nginx limit)' if raised else ''}: compose up ws=3")
             up_s = docker.up(stack, "--scale", f"ws={REPLICAS}")
-        url = f"ws://127.0.0.1:{stack.port}/ws"
+        # nginx's address on the compose network, not the published loopback port:
+        # that one goes through docker-proxy, which holds ~3 descriptors per
+        # connection and died at ~3,300 websockets here (dockerd inherits a
+        # 20,000 nofile limit on this machine). Outside clients reach nginx by
+        # DNAT, without docker-proxy, so this is also the path users take.
+        url = f"ws://{docker.container_ip(f'{stack.name}-nginx-1')}:{NGINX_PORT}/ws"
         per = max(1, settings.chat_per_process)
         shares = [min(per, n - i) for i in range(0, n, per)]
         for k, share in enumerate(shares):
@@ -88,7 +139,7 @@ def _once(
             )
         speaker_argv = [
             sys.executable, "-m", "bench.clients.ws_chat", url, "--speaker",
-            "--rounds", str(rounds), "--burst", str(burst),
+            "--rounds", str(rounds), "--burst", str(burst), "--pause", str(pause),
         ]  # fmt: skip
         speaker = proc.spawn(
             speaker_argv,
@@ -119,12 +170,15 @@ def _once(
             _lines(c.stdout, "warm", 200, c)
         tell(speaker, "go")
         assert speaker.stdout is not None
-        said = _lines(speaker.stdout, "said", 120 + rounds, speaker)
+        _lines(speaker.stdout, "bursting", 120 + rounds * pause, speaker)
+        cpu_before, began_at = _cpu(stack, clients), time.monotonic()
+        said = _lines(speaker.stdout, "said", 60, speaker)
         incomplete = 0
         for c in clients[:-1]:
             assert c.stdout is not None
             done = _lines(c.stdout, "complete", 200, c)
             incomplete += bool(done.get("incomplete"))
+        busy = _busy(cpu_before, _cpu(stack, clients), time.monotonic() - began_at)
         results = []
         for c in clients:
             tell(c, "stop")
@@ -150,6 +204,8 @@ def _once(
         "connect_seconds": connect_s,
         "per_replica": sorted(hosts.values()),
         "rounds": rounds,
+        "pause_seconds": pause,
+        "cores_busy": busy,
         "burst": burst,
         "p50_ms": 1000 * _percentile(latency, 0.5) if latency else None,
         "p99_ms": 1000 * _percentile(latency, 0.99) if latency else None,
