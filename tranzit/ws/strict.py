@@ -40,49 +40,70 @@ class MaskCheck:
     def feed_data(self, data: bytes) -> Any:
         if self._failed:
             return False, b""
-        pos, end = 0, len(data)
-        while pos < end:
-            if self._skip:
-                step = min(self._skip, end - pos)
-                self._skip -= step
-                pos += step
-                continue
-            header_start = pos - len(self._header)  # negative: began in an earlier chunk
-            wanted = _header_size(self._header) or 2
-            take = min(wanted - len(self._header), end - pos)
-            self._header += data[pos : pos + take]
-            pos += take
-            size = _header_size(self._header)
-            if size is None or len(self._header) < size:
-                continue
-            if not self._header[1] & 0x80:
-                self._failed = True
-                if header_start > 0:  # the frames before this one are fine
-                    self._inner.feed_data(data[:header_start])
-                self._queue.set_exception(
-                    WebSocketError(WSCloseCode.PROTOCOL_ERROR, "client frames must be masked")
-                )
-                return False, b""
-            self._skip = _payload_size(self._header)
+        end = len(data)
+        pos = 0
+        if self._skip:  # the rest of a frame that began in an earlier chunk
+            if self._skip >= end:
+                self._skip -= end
+                return self._inner.feed_data(data)
+            pos, self._skip = self._skip, 0
+        if self._header:  # a header split across chunks: at most 14 bytes to join
+            buf = self._header + data[pos : pos + 14]
+            frame_end = _frame_end(buf, 0)
+            if frame_end is None:
+                self._header = buf
+                return self._inner.feed_data(data)
+            if frame_end < 0:
+                return self._fail(data, 0)
+            pos += frame_end - len(self._header)
             self._header = b""
+        # The common case, inlined: each frame's header lies whole in this chunk.
+        while pos < end:
+            frame_end = _frame_end(data, pos)
+            if frame_end is None:
+                self._header = data[pos:]
+                break
+            if frame_end < 0:
+                return self._fail(data, pos)
+            pos = frame_end
+        if pos > end:
+            self._skip = pos - end
         return self._inner.feed_data(data)
 
+    def _fail(self, data: bytes, frame_start: int) -> Any:
+        """An unmasked frame at ``frame_start``: the frames before it still count."""
+        self._failed = True
+        if frame_start > 0:
+            self._inner.feed_data(data[:frame_start])
+        self._queue.set_exception(
+            WebSocketError(WSCloseCode.PROTOCOL_ERROR, "client frames must be masked")
+        )
+        return False, b""
 
-def _header_size(header: bytes) -> int | None:
-    if len(header) < 2:
+
+def _frame_end(buf: bytes, at: int) -> int | None:
+    """Where the frame starting at ``buf[at]`` ends (may lie beyond ``buf``).
+
+    None: its header is not all here yet (the length bytes are missing);
+    -1: the frame is unmasked. Only the 2 to 10 bytes that give the mask bit and
+    the payload length are read; the 4 mask-key bytes are passed over.
+    """
+    avail = len(buf) - at
+    if avail < 2:
         return None
-    length = header[1] & 0x7F
-    extra = 2 if length == 126 else 8 if length == 127 else 0
-    return 2 + extra + (4 if header[1] & 0x80 else 0)
-
-
-def _payload_size(header: bytes) -> int:
-    length = header[1] & 0x7F
+    second = buf[at + 1]
+    if not second & 0x80:
+        return -1
+    length = second & 0x7F
+    if length < 126:
+        return at + 6 + length
     if length == 126:
-        return int.from_bytes(header[2:4], "big")
-    if length == 127:
-        return int.from_bytes(header[2:10], "big")
-    return length
+        if avail < 4:
+            return None
+        return at + 8 + ((buf[at + 2] << 8) | buf[at + 3])
+    if avail < 10:
+        return None
+    return at + 14 + int.from_bytes(buf[at + 2 : at + 10], "big")
 
 
 class StrictWebSocketResponse(web.WebSocketResponse):
