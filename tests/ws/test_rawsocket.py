@@ -509,7 +509,7 @@ async def test_client_gone_during_the_handshake_is_not_an_error(
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
     ).encode()
     for _ in range(20):
-        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
         writer.write(request)
         # RST instead of FIN: the server's first write finds the transport closing.
         sock = writer.get_extra_info("socket")

@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from inspect import isawaitable
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from aiohttp import WSMsgType, web
 from . import protocol
 from .connection import Connection, ConnectionClosed, ConnectionRegistry
 from .hub import Hub
-from .rules import Rule, RuleTable, resolve
+from .rules import Rule, RuleTable
 from .strict import StrictWebSocketResponse
 
 __all__ = [
@@ -87,7 +88,9 @@ class RuleDispatcher:
 
     async def _run(self, conn: Connection, rule: Rule, call: protocol.Call) -> None:
         try:
-            value = await resolve(rule.invoke(conn, call))
+            value = rule.invoke(conn, call)
+            if isawaitable(value):  # async handlers; plain functions answer directly
+                value = await value
             reply = protocol.encode_result(call, value, connection_style=rule.connection_style)
             if reply is not None:
                 await conn.send_text(reply)
