@@ -89,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     partial = bool(only) or args.quick
-    out = args.out or (RESULTS / "quick" if args.quick else RESULTS)
+    # Only a full run replaces the tracked results, plots and docs/BENCHMARKS.md.
+    out = args.out or (
+        RESULTS / "quick" if args.quick else RESULTS / "partial" if partial else RESULTS
+    )
     docs = args.docs or (DOCS if not partial else out / "BENCHMARKS.md")
 
     if args.from_json:
