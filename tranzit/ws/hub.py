@@ -151,14 +151,19 @@ class Hub:
         Raises :class:`BroadcastUnavailable` when the backend cannot carry it;
         the local members have received it by then.
         """
-        self._deliver_local(envelope)
+        await self._deliver_local(envelope)
         await self.backend.publish(envelope)
 
     async def _receive(self, envelope: Envelope) -> None:
         if envelope.origin != self.id:  # our own were delivered when published
-            self._deliver_local(envelope)
+            await self._deliver_local(envelope)
 
-    def _deliver_local(self, envelope: Envelope) -> None:
+    async def _deliver_local(self, envelope: Envelope) -> None:
+        """Hand ``envelope`` to each local target, never waiting on a slow one.
+
+        A client whose socket has nothing pending gets the text written at once
+        (the write cannot wait); any other goes through its bounded outbox.
+        """
         if envelope.kind == "conn":
             conn = self.connections.get(envelope.target)
             targets: list[Connection] = [conn] if conn is not None else []
@@ -166,8 +171,11 @@ class Hub:
             targets = list(self._groups.get(envelope.target, ()))
         else:
             targets = list(self.connections)
+        text = envelope.text
         for conn in targets:
-            if not conn.offer(envelope.text, self.outbox_size):
+            if conn.ready_now():
+                await conn.send_now(text)
+            elif not conn.offer(text, self.outbox_size):
                 log.warning(
                     "connection %s is too slow: its outbox of %d messages is full; closing it",
                     conn.id,
