@@ -72,7 +72,7 @@ def _rate_table(name: str, data: dict[str, Any]) -> list[str]:
 def _fanout_table(data: dict[str, Any]) -> list[str]:
     lines = [
         "| connections | peer | RSS delta per connection KiB | broadcast p50 ms | p99 ms "
-        "| server send loop ms | connect s |",
+        "| server broadcast call ms | connect s |",
         "|---:|---|---:|---:|---:|---:|---:|",
     ]
     for n in data["sizes"]:
@@ -94,14 +94,17 @@ def _fanout_table(data: dict[str, Any]) -> list[str]:
 
 
 FANOUT_TEXT = [
-    "The bench project's `broadcast` rule iterates the app's connection registry",
-    "(`conn.request.app[tranzit.ws.endpoint.REGISTRY]`) and awaits `conn.send_text` for each;",
-    "the raw aiohttp peer loops over its set of `WebSocketResponse`s with `send_str`. Latency:",
-    "from the trigger's send to each idle connection's receive, in the one client process",
-    "(which receives every message itself, so the client's own work is part of p99); the",
-    "server send loop is timed inside the server. RSS: the server's resident memory after the",
-    "connections settled minus before them, divided by their number. tranzit serves with its",
-    "default `ws_heartbeat` (20 s); the raw peer has none.",
+    "The bench project's `broadcast` rule calls `await conn.hub.broadcast(text)`, the API a",
+    "user calls: it queues the text in every connection's bounded outbox and returns; each",
+    "connection's own task then sends it (so one slow client delays nobody). The raw aiohttp",
+    "peer loops over its set of `WebSocketResponse`s awaiting `send_str` (one slow client",
+    "stalls the loop). Latency: from the trigger's send to each idle connection's receive, in",
+    "the one client process (which receives every message itself, so the client's own work",
+    "is part of p99). Server broadcast call: timed inside the server (tranzit: the queueing",
+    "call; raw aiohttp: the whole send loop). RSS: the server's resident memory after the",
+    "connections settled, or after the broadcasts if higher (tranzit creates each outbox and",
+    "its task on first use), minus before them, divided by their number. tranzit serves with",
+    "its default `ws_heartbeat` (20 s); the raw peer has none.",
 ]
 
 

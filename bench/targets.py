@@ -97,7 +97,7 @@ def checks(results: dict[str, Any]) -> list[Check]:
         out.append(
             Check(
                 "fanout",
-                f"{n} conns: server send loop tranzit / aiohttp",
+                f"{n} conns: server broadcast call tranzit / aiohttp",
                 ratio,
                 "(reported)",
                 None,

@@ -3,7 +3,6 @@
 import time
 
 from tranzit import web
-from tranzit.ws.endpoint import REGISTRY
 
 
 class HelloView(web.TZView):
@@ -21,16 +20,11 @@ async def echo(conn, text):
 
 
 async def broadcast(conn, payload):
-    """Send ``b|payload`` to every connection of this endpoint.
+    """Send ``b|payload`` to every connection: ``hub.broadcast``, as a user would.
 
-    tranzit has no broadcast API yet: this iterates the app's connection
-    registry, as a user would today. Returns the seconds the loop took.
+    Returns the seconds the call took: it queues the message in each
+    connection's bounded outbox; each connection's own task then sends it.
     """
     started = time.perf_counter()
-    message = "b|" + payload
-    for other in conn.request.app[REGISTRY]:
-        try:  # noqa: SIM105 - as the raw peer: no context manager per send
-            await other.send_text(message)
-        except ConnectionError:
-            pass  # a client that left during the broadcast
+    await conn.hub.broadcast("b|" + payload)
     return "%.6f" % (time.perf_counter() - started)
