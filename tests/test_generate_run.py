@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 import yaml
 from cookiecutter.main import cookiecutter
-from support import CHROMIUM, CHROMIUM_ARGS, actionlint, clean_env, free_port, wait_http
+from support import CHROMIUM, actionlint, browser_page, clean_env, free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "cookiecutter-tranzit"
@@ -272,27 +272,19 @@ def test_wheel_carries_the_template_and_generates_from_it(tmp_path: Path) -> Non
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt package 'chromium')")
 def test_example_page_in_chromium(projects: dict[str, Path]) -> None:
     """The page's script: connects with new TZ(), shows the clock's pushes, echoes a line."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     with (
         serving(projects["default"], [*_tranzit_command(), "run"]) as (http, _),
-        sync_playwright() as p,
+        browser_page() as (page, errors),
     ):
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(10_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"http://127.0.0.1:{http}/")
-            expect(page.locator("#status")).to_have_text("connected")
-            clock = page.locator("#clock")
-            expect(clock).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
-            first = clock.text_content()
-            expect(clock).not_to_have_text(first or "", timeout=5_000)  # it keeps pushing
-            page.fill("#echo-text", "hello, tranzit")
-            page.click("#echo-form button")
-            expect(page.locator("#log li").first).to_have_text("echo: hello, tranzit")
-            assert errors == []
-        finally:
-            browser.close()
+        page.goto(f"http://127.0.0.1:{http}/")
+        expect(page.locator("#status")).to_have_text("connected")
+        clock = page.locator("#clock")
+        expect(clock).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+        first = clock.text_content()
+        expect(clock).not_to_have_text(first or "", timeout=5_000)  # it keeps pushing
+        page.fill("#echo-text", "hello, tranzit")
+        page.click("#echo-form button")
+        expect(page.locator("#log li").first).to_have_text("echo: hello, tranzit")
+        assert errors == []

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import CHROMIUM, CHROMIUM_ARGS, free_port
+from support import CHROMIUM, browser_page, free_port
 
 PROJECT = Path(__file__).parent / "fixtures" / "browserproject"
 SCREENSHOT = Path("/tmp/tzjs.png")
@@ -102,67 +102,58 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def test_tzjs_in_chromium(server: Server) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(10_000)
-            page_errors: list[str] = []
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+    with browser_page() as (page, page_errors):
+        page.goto(f"{server.base}/?ws_port={server.ws_port}")
+        assert page.evaluate("new URL(tz.url).pathname") == "/ws"
+        assert page.evaluate("tz.url") == f"ws://127.0.0.1:{server.http_port}/ws"
 
-            page.goto(f"{server.base}/?ws_port={server.ws_port}")
-            assert page.evaluate("new URL(tz.url).pathname") == "/ws"
-            assert page.evaluate("tz.url") == f"ws://127.0.0.1:{server.http_port}/ws"
+        expect(page.locator("#status")).to_have_text("open")
+        expect(page.locator("#opens")).to_have_text("1")
+        # Text form: an endless old-style rule keeps pushing `get_hello|HELLO!`.
+        page.wait_for_function("Number(document.getElementById('hello').textContent) >= 3")
+        # Text form split exactly like the server: 'привет', ' world' (space kept).
+        expect(page.locator("#shout")).to_have_text("2: ПРИВЕТ/ WORLD")
+        # JSON form: the result round-trips Cyrillic, CJK and emoji intact.
+        expect(page.locator("#echo")).to_have_text(ECHO)
+        # An old-style handler called in JSON form: data messages, then result.
+        expect(page.locator("#count")).to_have_text("1,2,3 → done")
+        errors = page.locator("#errors li")
+        expect(errors.filter(has_text="error unknown_rule no_such_rule")).to_have_count(1)
+        expect(errors.filter(has_text="call unknown_rule nope")).to_have_count(1)
+        # The old API against the standalone websocket port.
+        page.wait_for_function("Number(document.getElementById('legacy').textContent) >= 2")
 
-            expect(page.locator("#status")).to_have_text("open")
-            expect(page.locator("#opens")).to_have_text("1")
-            # Text form: an endless old-style rule keeps pushing `get_hello|HELLO!`.
-            page.wait_for_function("Number(document.getElementById('hello').textContent) >= 3")
-            # Text form split exactly like the server: 'привет', ' world' (space kept).
-            expect(page.locator("#shout")).to_have_text("2: ПРИВЕТ/ WORLD")
-            # JSON form: the result round-trips Cyrillic, CJK and emoji intact.
-            expect(page.locator("#echo")).to_have_text(ECHO)
-            # An old-style handler called in JSON form: data messages, then result.
-            expect(page.locator("#count")).to_have_text("1,2,3 → done")
-            errors = page.locator("#errors li")
-            expect(errors.filter(has_text="error unknown_rule no_such_rule")).to_have_count(1)
-            expect(errors.filter(has_text="call unknown_rule nope")).to_have_count(1)
-            # The old API against the standalone websocket port.
-            page.wait_for_function("Number(document.getElementById('legacy').textContent) >= 2")
+        page.click("#call-btn")
+        expect(page.locator("#calls li")).to_have_text(["1: again 1 ✓"])
 
-            page.click("#call-btn")
-            expect(page.locator("#calls li")).to_have_text(["1: again 1 ✓"])
+        server.kill()
+        expect(page.locator("#status")).to_have_text("closed 1006")
+        # The endless `wait` call was in flight: it is rejected, not left hanging.
+        expect(errors.filter(has_text="call disconnected wait")).to_have_count(1)
+        # A call made while disconnected waits in the queue for the next socket.
+        page.click("#call-btn")
+        hello_before = int(page.locator("#hello").text_content() or "0")
+        legacy_before = int(page.locator("#legacy").text_content() or "0")
 
-            server.kill()
-            expect(page.locator("#status")).to_have_text("closed 1006")
-            # The endless `wait` call was in flight: it is rejected, not left hanging.
-            expect(errors.filter(has_text="call disconnected wait")).to_have_count(1)
-            # A call made while disconnected waits in the queue for the next socket.
-            page.click("#call-btn")
-            hello_before = int(page.locator("#hello").text_content() or "0")
-            legacy_before = int(page.locator("#legacy").text_content() or "0")
+        server.start()
+        expect(page.locator("#opens")).to_have_text("2", timeout=20_000)
+        expect(page.locator("#status")).to_have_text("open")
+        expect(page.locator("#calls li")).to_have_text(["1: again 1 ✓", "2: again 2 ✓"])
+        page.click("#call-btn")
+        expect(page.locator("#calls li")).to_have_text(
+            ["1: again 1 ✓", "2: again 2 ✓", "3: again 3 ✓"]
+        )
+        page.wait_for_function(
+            f"Number(document.getElementById('hello').textContent) >= {hello_before + 2}"
+        )
+        page.wait_for_function(
+            f"Number(document.getElementById('legacy').textContent) >= {legacy_before + 2}",
+            timeout=20_000,
+        )
+        expect(errors.filter(has_text="error unknown_rule no_such_rule")).to_have_count(2)
+        expect(page.locator("#echo")).to_have_text(ECHO)
 
-            server.start()
-            expect(page.locator("#opens")).to_have_text("2", timeout=20_000)
-            expect(page.locator("#status")).to_have_text("open")
-            expect(page.locator("#calls li")).to_have_text(["1: again 1 ✓", "2: again 2 ✓"])
-            page.click("#call-btn")
-            expect(page.locator("#calls li")).to_have_text(
-                ["1: again 1 ✓", "2: again 2 ✓", "3: again 3 ✓"]
-            )
-            page.wait_for_function(
-                f"Number(document.getElementById('hello').textContent) >= {hello_before + 2}"
-            )
-            page.wait_for_function(
-                f"Number(document.getElementById('legacy').textContent) >= {legacy_before + 2}",
-                timeout=20_000,
-            )
-            expect(errors.filter(has_text="error unknown_rule no_such_rule")).to_have_count(2)
-            expect(page.locator("#echo")).to_have_text(ECHO)
-
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
-            assert page_errors == []
-        finally:
-            browser.close()
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        assert page_errors == []
