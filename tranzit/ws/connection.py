@@ -37,6 +37,10 @@ else:
         return asyncio.get_running_loop().create_task(coro, name=name)
 
 
+#: The largest websocket frame header a server writes (no mask key).
+_FRAME_HEADER_MAX = 10
+
+
 class ConnectionClosed(ConnectionError):
     """Raised by a send on a connection that has closed; ends the handler quietly."""
 
@@ -53,6 +57,7 @@ class Connection:
         "_outbox",
         "_pump",
         "_send_slots",
+        "_sending",
         "_slow",
         "_tasks",
         "_wake",
@@ -82,6 +87,7 @@ class Connection:
         self._tasks: set[asyncio.Task[None]] = set()
         self._outbox: deque[str] | None = None
         self._wake: asyncio.Future[None] | None = None
+        self._sending = False  # the pump is inside a send
         self._pump: asyncio.Task[None] | None = None
         self._slow = False
 
@@ -134,16 +140,24 @@ class Connection:
             raise RuntimeError(f"connection {self.id} belongs to no hub")
         return self.hub
 
-    def ready_now(self) -> bool:
-        """Nothing queued and nothing unsent: a send now completes without waiting.
+    def ready_now(self, text: str) -> bool:
+        """Whether :meth:`send_now` of ``text`` completes without ever waiting.
 
-        aiohttp's writer waits only while the transport is paused, which needs
-        unsent bytes; with none, ``send_now`` writes straight to the socket.
+        Only then does a broadcast write at once instead of queueing: nothing in
+        the outbox and the pump not mid-send (so order is kept), no compression
+        (aiohttp may compress in a thread and takes a lock), nothing unsent on
+        the socket and a frame that cannot fill the transport's buffer past its
+        high-water mark (aiohttp's writer waits only while the transport is
+        paused). So a publisher never waits on a client, and a cancellation
+        cannot land between two recipients.
         """
-        if self._outbox or self._ws.closed:
+        if self._outbox or self._sending or self._ws.closed or self._ws.compress:
             return False
         transport = self.request.transport
-        return transport is not None and transport.get_write_buffer_size() == 0
+        if transport is None or transport.get_write_buffer_size():
+            return False
+        high = transport.get_write_buffer_limits()[1]
+        return 4 * len(text) + _FRAME_HEADER_MAX < high  # UTF-8: at most 4 bytes a character
 
     async def send_now(self, text: str) -> None:
         """Write ``text`` now (after :meth:`ready_now`); a client already gone is skipped."""
@@ -192,7 +206,11 @@ class Connection:
                 while outbox:
                     if ws.closed:
                         return
-                    await ws.send_str(outbox.popleft())
+                    self._sending = True
+                    try:
+                        await ws.send_str(outbox.popleft())
+                    finally:
+                        self._sending = False
                 self._wake = loop.create_future()
                 await self._wake
         except ConnectionError:

@@ -161,8 +161,9 @@ class Hub:
     async def _deliver_local(self, envelope: Envelope) -> None:
         """Hand ``envelope`` to each local target, never waiting on a slow one.
 
-        A client whose socket has nothing pending gets the text written at once
-        (the write cannot wait); any other goes through its bounded outbox.
+        A client where the write cannot wait (:meth:`Connection.ready_now`) gets
+        the text at once; any other through its bounded outbox. Nothing here
+        suspends in practice, so no recipient waits on another.
         """
         if envelope.kind == "conn":
             conn = self.connections.get(envelope.target)
@@ -173,7 +174,7 @@ class Hub:
             targets = list(self.connections)
         text = envelope.text
         for conn in targets:
-            if conn.ready_now():
+            if conn.ready_now(text):
                 await conn.send_now(text)
             elif not conn.offer(text, self.outbox_size):
                 log.warning(
