@@ -222,9 +222,15 @@ async def test_redis_outage_local_delivery_error_and_recovery(redis_server: Redi
         with pytest.raises(BroadcastUnavailable, match="cannot publish to redis://"):
             await hub_a.send_group("room", "during")
         assert await local.receive_str(timeout=5) == "during"  # local delivery kept working
+        backend_a, backend_b = hub_a.backend, b.app[HUB].backend  # type: ignore[index]
+        # Both listeners see the outage (stop() blocked the loop; give them a turn).
+        for _ in range(100):
+            if not (backend_a.ready.is_set() or backend_b.ready.is_set()):
+                break
+            await asyncio.sleep(0.05)
+        assert not backend_a.ready.is_set() and not backend_b.ready.is_set()
 
         redis_server.start()
-        backend_a, backend_b = hub_a.backend, b.app[HUB].backend  # type: ignore[index]
         for backend in (backend_a, backend_b):
             await asyncio.wait_for(backend.ready.wait(), timeout=15)
         await hub_a.send_group("room", "after")
@@ -232,3 +238,35 @@ async def test_redis_outage_local_delivery_error_and_recovery(redis_server: Redi
         assert await remote.receive_str(timeout=5) == "after"  # "during" was not queued
         await local.close()
         await remote.close()
+
+
+@pytest.mark.parametrize("compress", [15, 0], ids=["deflate", "plain"])
+async def test_large_and_small_messages_keep_their_order(
+    backend: str | None, compress: int
+) -> None:
+    """Per-connection order holds whichever way each message goes out.
+
+    Short messages to a client with nothing unsent are written at once; others
+    wait in the outbox. With permessage-deflate (browsers ask for it) aiohttp
+    compresses messages over 16 KiB in a thread, so a send can be in flight
+    while the next message is published.
+    """
+    async with AsyncExitStack() as stack:
+        app = project_app(CHAT, broadcast_url=backend)
+        client: Client = await stack.enter_async_context(
+            TestClient(TestServer(app, host="127.0.0.1"))
+        )
+        hub = app[HUB]
+        members = []
+        for _ in range(3):
+            ws = await client.ws_connect("/ws", compress=compress)
+            await call(ws, "join|room", "join|joined room")
+            members.append(ws)
+        sent = [f"{n}:" + ("y" * 40_000 if n % 3 == 0 else "small") for n in range(30)]
+        for text in sent:
+            await hub.send_group("room", text)
+        for ws in members:
+            got = [await ws.receive_str(timeout=5) for _ in sent]
+            assert [g.partition(":")[0] for g in got] == [s.partition(":")[0] for s in sent]
+            assert got == sent
+            await ws.close()

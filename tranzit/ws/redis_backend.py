@@ -104,12 +104,17 @@ class RedisBackend:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.subscribe(self.channel)
-                if backoff > self.min_backoff:
-                    log.info("broadcast: reconnected to %s", _redacted(self.url))
-                backoff = self.min_backoff
-                self.ready.set()
                 async for message in pubsub.listen():
-                    if message.get("type") != "message":
+                    kind = message.get("type")
+                    if kind == "subscribe":
+                        # Ready only once Redis confirmed the subscription: before
+                        # that, a message published elsewhere would not reach us.
+                        if backoff > self.min_backoff:
+                            log.info("broadcast: reconnected to %s", _redacted(self.url))
+                        backoff = self.min_backoff
+                        self.ready.set()
+                        continue
+                    if kind != "message":
                         continue
                     try:
                         envelope = Envelope.loads(message["data"])
