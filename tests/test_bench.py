@@ -103,7 +103,9 @@ def _docker_numbers(w: dict) -> None:
             assert _positive(data["rate"]) and data["errors"] == 0, (label, peer, data)
     (run,) = w["broadcast"]["runs"]
     assert "error" not in run, run
-    assert run["missing"] == 0 and len(run["per_replica"]) == 3, run
+    # Every client joined and heard everything; how nginx spread 20 clients over the
+    # replicas is not the harness's business (tests/docker/test_scale.py checks that).
+    assert run["missing"] == 0 and sum(run["per_replica"]) >= run["clients"], run
     assert _positive(run["p99_ms"]) and _positive(run["deliveries_per_second"]), run
     life = w["lifecycle"]
     assert _positive(life["image_mb"]["runtime image"]) and _positive(life["up_wait_seconds"])

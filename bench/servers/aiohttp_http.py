@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .common import HELLO, MIDDLEWARE_HEADER
+from .common import HELLO, header_middleware
 
 
 async def hello(request: web.Request) -> web.Response:
@@ -14,13 +14,6 @@ async def hello(request: web.Request) -> web.Response:
 
 async def echo(request: web.Request) -> web.Response:
     return web.json_response(await request.json())
-
-
-@web.middleware
-async def header_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers[MIDDLEWARE_HEADER[0]] = MIDDLEWARE_HEADER[1]
-    return response
 
 
 def _app(middlewares: list[Handler]) -> web.Application:

@@ -15,16 +15,9 @@ from tranzit.app import create_app
 from tranzit.config import load_config
 from tranzit.project import load_project
 
-from .common import MIDDLEWARE_HEADER
+from .common import header_middleware
 
 PROJECT = Path(__file__).resolve().parent.parent / "projects" / "benchsite"
-
-
-@web.middleware
-async def header_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    response.headers[MIDDLEWARE_HEADER[0]] = MIDDLEWARE_HEADER[1]
-    return response
 
 
 def _app(middlewares: list[Handler]) -> web.Application:
