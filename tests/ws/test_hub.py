@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
@@ -19,6 +19,9 @@ from support import FIXTURES, free_port
 from tranzit.testing import project_app
 from tranzit.ws import HUB, BroadcastUnavailable
 from tranzit.ws.redis_backend import RedisBackend
+
+if TYPE_CHECKING:
+    from conftest import WaitUntil
 
 CHAT = FIXTURES / "chatproject"
 Client = TestClient[Any, Any]
@@ -167,7 +170,9 @@ async def test_http_view_publishes_to_a_group(backend: str | None) -> None:
         await member.close()
 
 
-async def test_closed_connections_leave_their_groups(backend: str | None) -> None:
+async def test_closed_connections_leave_their_groups(
+    backend: str | None, wait_until: WaitUntil
+) -> None:
     async with AsyncExitStack() as stack:
         client = await replica(stack, backend)
         hub = client.app[HUB]  # type: ignore[index]
@@ -175,10 +180,11 @@ async def test_closed_connections_leave_their_groups(backend: str | None) -> Non
         await call(ws, "join|other", "join|joined other")
         assert len(list(hub.members("room"))) == 1
         await ws.close()
-        for _ in range(100):
-            if not list(hub.members("room")) and not list(hub.members("other")):
-                break
-            await asyncio.sleep(0.02)
+        await wait_until(
+            lambda: not list(hub.members("room")) and not list(hub.members("other")),
+            timeout=2.0,
+            message="the closed connection to leave its groups",
+        )
         assert list(hub.members("room")) == [] and list(hub.members("other")) == []
         assert len(hub.connections) == 0
 
@@ -209,7 +215,9 @@ async def test_slow_client_is_closed_and_does_not_delay_others(
         await fast.close()
 
 
-async def test_redis_outage_local_delivery_error_and_recovery(redis_server: RedisServer) -> None:
+async def test_redis_outage_local_delivery_error_and_recovery(
+    redis_server: RedisServer, wait_until: WaitUntil
+) -> None:
     async with AsyncExitStack() as stack:
         a, b = await replica(stack, redis_server.url), await replica(stack, redis_server.url)
         local, remote = await joined(a, "room"), await joined(b, "room")
@@ -224,11 +232,11 @@ async def test_redis_outage_local_delivery_error_and_recovery(redis_server: Redi
         assert await local.receive_str(timeout=5) == "during"  # local delivery kept working
         backend_a, backend_b = hub_a.backend, b.app[HUB].backend  # type: ignore[index]
         # Both listeners see the outage (stop() blocked the loop; give them a turn).
-        for _ in range(100):
-            if not (backend_a.ready.is_set() or backend_b.ready.is_set()):
-                break
-            await asyncio.sleep(0.05)
-        assert not backend_a.ready.is_set() and not backend_b.ready.is_set()
+        await wait_until(
+            lambda: not (backend_a.ready.is_set() or backend_b.ready.is_set()),
+            timeout=5,
+            message="both Redis listeners to notice the outage",
+        )
 
         redis_server.start()
         for backend in (backend_a, backend_b):
