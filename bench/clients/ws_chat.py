@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import sys
 import time
 from collections import Counter
@@ -40,6 +39,8 @@ from typing import Any
 
 import aiohttp
 import uvloop
+
+from ..proc import raise_nofile
 
 ROOM = "bench"
 
@@ -221,10 +222,6 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     options = parse()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = options.connections + 256
-    if soft < wanted:
-        limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    raise_nofile(options.connections + 256)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main(options))

@@ -48,6 +48,8 @@ else:
 SMALL = "bench-small.txt"  # 1 KiB
 LARGE = "bench-1m.bin"  # 1 MiB
 STATIC_DIR = "common/static"
+#: nginx's port inside its container: the image's TRANZIT_NGINX_PORT (BARE_CONF listens there too).
+NGINX_PORT = 8080
 BARE_CONF = """\
 worker_processes auto;
 pid /tmp/nginx.pid;
@@ -384,7 +386,7 @@ def _static(ctx: Context, settings: Settings, progress: Callable[[str], None]) -
         urls = {}
         for peer, (_, ip) in servers.items():
             for label, file in (("small", SMALL), ("1 MiB", LARGE)):
-                url = f"http://{ip}:8080/static/{'' if peer == 'bare nginx' else 'common/'}"
+                url = f"http://{ip}:{NGINX_PORT}/static/{'' if peer == 'bare nginx' else 'common/'}"
                 url += file
                 deadline = time.monotonic() + 20
                 while True:  # bounded: the bare container may still be starting

@@ -29,7 +29,6 @@ from . import docker
 from .ws import _lines
 
 REPLICAS = 3
-NGINX_PORT = 8080  # inside the container (the image's TRANZIT_NGINX_PORT)
 STOCK_CONNECTIONS = 4096
 RAISED_CONNECTIONS = 16384
 OVERRIDE = f"""\
@@ -120,7 +119,7 @@ def _once(
         # connection and died at ~3,300 websockets here (dockerd inherits a
         # 20,000 nofile limit on this machine). Outside clients reach nginx by
         # DNAT, without docker-proxy, so this is also the path users take.
-        url = f"ws://{docker.container_ip(f'{stack.name}-nginx-1')}:{NGINX_PORT}/ws"
+        url = f"ws://{docker.container_ip(f'{stack.name}-nginx-1')}:{docker.NGINX_PORT}/ws"
         per = max(1, settings.chat_per_process)
         shares = [min(per, n - i) for i in range(0, n, per)]
         for k, share in enumerate(shares):
