@@ -119,7 +119,8 @@ def _once(
         # connection and died at ~3,300 websockets here (dockerd inherits a
         # 20,000 nofile limit on this machine). Outside clients reach nginx by
         # DNAT, without docker-proxy, so this is also the path users take.
-        url = f"ws://{docker.container_ip(f'{stack.name}-nginx-1')}:{docker.NGINX_PORT}/ws"
+        (nginx,) = stack.containers("nginx")
+        url = f"ws://{docker.container_ip(nginx)}:{docker.NGINX_PORT}/ws"
         per = max(1, settings.chat_per_process)
         shares = [min(per, n - i) for i in range(0, n, per)]
         for k, share in enumerate(shares):
