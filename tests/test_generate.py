@@ -89,11 +89,6 @@ def files_of(project: Path) -> dict[str, Path]:
 # -- the template itself ----------------------------------------------------------------
 
 
-def test_template_version_default_is_tranzit_version() -> None:
-    context = json.loads((TEMPLATE / "cookiecutter.json").read_text())
-    assert context["_tranzit_version"] == tranzit.__version__
-
-
 def test_template_options_are_the_documented_ones() -> None:
     context = json.loads((TEMPLATE / "cookiecutter.json").read_text())
     assert [key for key in context if not key.startswith("_")] == OPTIONS
@@ -577,6 +572,29 @@ def test_cli_bad_option_exits_2(
     result = run_cli(*args, "--no-input", cwd=tmp_path, config=cookiecutter_config)
     assert result.returncode == 2
     assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "mysite").exists()
+
+
+def test_cli_without_cookiecutter_says_so_in_one_line(tmp_path: Path) -> None:
+    # As in the runtime image, which installs tranzit without the generator.
+    code = (
+        "import sys; sys.modules['cookiecutter'] = None; from tranzit.cli import main; "
+        "sys.exit(main(['project', 'mysite', '--no-input']))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=clean_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("tranzit: tranzit project needs cookiecutter"), result.stderr
+    assert "pip install" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "mysite").exists()
 

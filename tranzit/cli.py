@@ -142,7 +142,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_project(args: argparse.Namespace) -> int:
-    from .generate import generate_project, next_steps, parse_overrides
+    try:
+        from .generate import generate_project, next_steps, parse_overrides
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "cookiecutter":
+            raise
+        # The runtime image installs tranzit without its generator.
+        raise TranzitError(
+            "tranzit project needs cookiecutter, which is not installed here (the runtime "
+            "image carries only what serving needs); generate projects where "
+            "`pip install tranzit` installed it, or run: pip install cookiecutter"
+        ) from exc
 
     target = generate_project(
         args.name,

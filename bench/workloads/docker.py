@@ -18,7 +18,6 @@ import json
 import os
 import re
 import secrets
-import shlex
 import shutil
 import statistics
 import subprocess
@@ -176,24 +175,10 @@ def _engine_env() -> tuple[list[str], dict[str, str]]:
         raise Unavailable(IMPORT_ERROR)
     if shutil.which("docker") is None:
         raise Unavailable("no docker command on this machine")
-    script = proc.ROOT / "scripts" / "docker-env.sh"
-    done = subprocess.run(
-        ["bash", str(script), "--env"], capture_output=True, text=True, timeout=900
-    )
-    if done.returncode != 0:
-        raise Unavailable(f"no Docker engine: {done.stderr.strip().splitlines()[-2:]}")
-    values: dict[str, str] = {}
-    for word in shlex.split(done.stdout.strip().removeprefix("export ")):
-        key, _, value = word.partition("=")
-        values[key] = value
-    env = {
-        **os.environ,
-        "PYTHON_IMAGE": values["PYTHON_IMAGE"],
-        "NGINX_IMAGE": values["NGINX_IMAGE"],
-        "PIP_OFFLINE": values["PIP_OFFLINE"],
-        "REDIS_IMAGE": values.get("REDIS_IMAGE", "redis:7-alpine"),
-    }
-    return shlex.split(values["COMPOSE"]), env
+    try:
+        return ds.engine_env()
+    except ds.NoEngine as exc:
+        raise Unavailable(str(exc)) from exc
 
 
 def _exists(image: str) -> bool:

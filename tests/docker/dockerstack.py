@@ -54,46 +54,60 @@ def run(
 @dataclass
 class DockerEnv:
     compose: list[str]
-    env: dict[str, str]  # PYTHON_IMAGE, NGINX_IMAGE, PIP_OFFLINE + the image tags below
+    env: dict[str, str]  # engine_env()'s + the image tags below
     runtime_image: str
     nginx_image: str
+
+
+class NoEngine(Exception):
+    """scripts/docker-env.sh could not provide an engine; the message says why."""
+
+
+def engine_env(timeout: float = 900) -> tuple[list[str], dict[str, str]]:
+    """The compose command and the build environment of scripts/docker-env.sh --env.
+
+    The environment is os.environ plus what the script exports: the base images
+    (PYTHON_IMAGE, BUILD_IMAGE, NGINX_IMAGE, REDIS_IMAGE; local stand-ins offline)
+    and PIP_OFFLINE.
+    """
+    script = REPO / "scripts" / "docker-env.sh"
+    proc = subprocess.run(
+        ["bash", str(script), "--env"], capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise NoEngine(f"no Docker engine: {proc.stderr.strip().splitlines()[-3:]}")
+    values: dict[str, str] = {}
+    for word in shlex.split(proc.stdout.strip().removeprefix("export ")):
+        key, _, value = word.partition("=")
+        values[key] = value
+    compose = shlex.split(values.pop("COMPOSE"))
+    return compose, {**os.environ, **values}
 
 
 @pytest.fixture(scope="session")
 def docker_env() -> DockerEnv:
     """An engine and compose (scripts/docker-env.sh starts/installs them when it can)."""
-    script = REPO / "scripts" / "docker-env.sh"
-    proc = subprocess.run(
-        ["bash", str(script), "--env"], capture_output=True, text=True, timeout=600
-    )
-    if proc.returncode != 0:
-        reason = f"no Docker engine: {proc.stderr.strip().splitlines()[-3:]}"
+    try:
+        compose, env = engine_env(timeout=600)
+    except NoEngine as exc:
         if IN_CI:
-            pytest.fail(f"CI=true but {reason}")
-        pytest.skip(reason)
-    values: dict[str, str] = {}
-    for word in shlex.split(proc.stdout.strip().removeprefix("export ")):
-        key, _, value = word.partition("=")
-        values[key] = value
+            pytest.fail(f"CI=true but {exc}")
+        pytest.skip(str(exc))
     tag = uuid.uuid4().hex[:8]
     runtime_image = f"tranzit-test/runtime:{tag}"
     nginx_image = f"tranzit-test/nginx:{tag}"
-    build_env = {
-        **os.environ,
-        "PYTHON_IMAGE": values["PYTHON_IMAGE"],
-        "NGINX_IMAGE": values["NGINX_IMAGE"],
-        "PIP_OFFLINE": values["PIP_OFFLINE"],
-        # The image of the compose profile "scale" (a local stand-in offline).
-        "REDIS_IMAGE": values.get("REDIS_IMAGE", "redis:7-alpine"),
-        "TRANZIT_RUNTIME_IMAGE": runtime_image,
-        "TRANZIT_NGINX_IMAGE": nginx_image,
-    }
-    return DockerEnv(shlex.split(values["COMPOSE"]), build_env, runtime_image, nginx_image)
+    build_env = {**env, "TRANZIT_RUNTIME_IMAGE": runtime_image, "TRANZIT_NGINX_IMAGE": nginx_image}
+    return DockerEnv(compose, build_env, runtime_image, nginx_image)
+
+
+def image_bytes(image: str) -> int:
+    """``docker image inspect``'s size: uncompressed, what the image adds to the engine's disk."""
+    out = run(["docker", "image", "inspect", "-f", "{{.Size}}", image], timeout=30).stdout
+    return int(out.strip())
 
 
 def image_size(image: str) -> str:
-    out = run(["docker", "image", "inspect", "-f", "{{.Size}}", image], timeout=30).stdout
-    return f"{int(out.strip()) / 1e6:.0f} MB"
+    return f"{image_bytes(image) / 1e6:.0f} MB"
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from dockerstack import CURRENT_STACK, TEMPLATE, DockerEnv, Stack, record, run
+from dockerstack import CURRENT_STACK, TEMPLATE, DockerEnv, Stack, image_size, record, run
 from support import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -69,8 +69,8 @@ def stack(tranzit_images: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -
         started = time.monotonic()
         stack.compose("build", timeout=900)
         record("build generated project (app + nginx targets)", time.monotonic() - started)
-        record("size project app image", _size(f"tranzit-test/{name}:t"))
-        record("size project nginx image", _size(f"tranzit-test/{name}-nginx:t"))
+        record("size project app image", image_size(f"tranzit-test/{name}:t"))
+        record("size project nginx image", image_size(f"tranzit-test/{name}-nginx:t"))
         started = time.monotonic()
         stack.compose("up", "-d", "--wait", "--wait-timeout", "180", "--pull", "never", timeout=300)
         record("up -d --wait", time.monotonic() - started)
@@ -103,11 +103,6 @@ def stack(tranzit_images: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -
                 )
         finally:
             CURRENT_STACK.remove(stack)
-
-
-def _size(image: str) -> str:
-    out = run(["docker", "image", "inspect", "-f", "{{.Size}}", image], timeout=30).stdout
-    return f"{int(out.strip()) / 1e6:.0f} MB"
 
 
 def test_page_and_static_files_from_nginx(stack: Stack) -> None:

@@ -1,0 +1,67 @@
+"""The runtime image carries what serving needs and nothing else."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from dockerstack import DockerEnv, image_bytes, record
+
+import tranzit
+
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
+
+#: The most the runtime image may add on top of its Python base image.
+MAX_OVER_BASE = 40e6
+#: What only the project generator (cookiecutter) pulls in, and pip: serving uses none of it.
+NOT_FOR_SERVING = ("cookiecutter", "jinja2", "requests", "rich", "arrow", "pip", "setuptools")
+#: What the roles import: the app, gunicorn's aiohttp worker, uvloop, Redis, sessions.
+FOR_SERVING = (
+    "tranzit.app",
+    "tranzit.serve",
+    "tranzit.gunicorn_conf",
+    "aiohttp.worker",
+    "uvloop",
+    "redis.asyncio",
+    "aiohttp_session.cookie_storage",
+    "cryptography.fernet",
+)
+
+
+def in_image(image: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--entrypoint", argv[0], image, *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_size_over_the_python_base(tranzit_images: DockerEnv) -> None:
+    base = tranzit_images.env["PYTHON_IMAGE"]
+    added = image_bytes(tranzit_images.runtime_image) - image_bytes(base)
+    record(f"runtime image over its base ({base})", f"{added / 1e6:.1f} MB")
+    assert added <= MAX_OVER_BASE, f"the runtime image adds {added / 1e6:.1f} MB to {base}"
+
+
+def test_python_environment_holds_serving_only(tranzit_images: DockerEnv) -> None:
+    probe = (
+        "import importlib, importlib.util, json, sys; "
+        f"absent = [m for m in {NOT_FOR_SERVING!r} if importlib.util.find_spec(m)]; "
+        f"[importlib.import_module(m) for m in {FOR_SERVING!r}]; "
+        "import tranzit; print(json.dumps({'present': absent, 'version': tranzit.__version__}))"
+    )
+    result = in_image(tranzit_images.runtime_image, "python", "-c", probe)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["present"] == [], f"the runtime image has {found['present']}"
+    assert found["version"] == tranzit.__version__
+
+
+def test_generator_refuses_in_one_line(tranzit_images: DockerEnv) -> None:
+    result = in_image(tranzit_images.runtime_image, "tranzit", "project", "site", "--no-input")
+    assert result.returncode == 1
+    assert result.stderr.startswith("tranzit: tranzit project needs cookiecutter"), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
