@@ -3,15 +3,18 @@
 #
 #   scripts/up.sh
 #
-# 1. an engine, compose and base images (scripts/docker-env.sh: uses a running
+# 1. a virtualenv with this checkout's tranzit (TRANZIT_VENV, default .venv),
+#    created when missing: nothing is needed from the machine's Python but venv;
+# 2. an engine, compose and base images (scripts/docker-env.sh: uses a running
 #    engine, else installs/starts one as root on Debian/Ubuntu; builds local base
 #    images when the official ones cannot be pulled);
-# 2. the example project generated from cookiecutter-tranzit with its defaults
-#    into build/example/ (its .env, with a generated secret, is kept across runs);
-# 3. tranzit's runtime and nginx images from docker/, then the project's images;
-# 4. docker compose up -d --wait, then a request through nginx.
+# 3. the example project, `tranzit project --no-input`, into build/example/
+#    (its .env, with a generated secret, is kept across runs);
+# 4. tranzit's runtime and nginx images from docker/, then the project's images;
+# 5. docker compose up -d --wait, then a request through nginx.
 #
-# Environment: TRANZIT_PUBLISH_PORT (default 8080), TRANZIT_OFFLINE_BASE=1|0.
+# Environment: TRANZIT_PUBLISH_PORT (default 8080), TRANZIT_OFFLINE_BASE=1|0,
+# TRANZIT_VENV, TRANZIT_BUILD_DIR (default build/; the project goes in its example/).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -24,40 +27,51 @@ die() {
     exit 1
 }
 
+VENV="${TRANZIT_VENV:-$ROOT/.venv}"
+step "Python environment: $VENV with this checkout's tranzit"
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV" || die "python3 -m venv $VENV failed" "Debian/Ubuntu: apt-get install python3-venv"
+fi
+# An editable install of this checkout, unless the venv already has exactly that.
+if ! "$VENV/bin/python" - "$ROOT" <<'PY' 2>/dev/null; then
+import pathlib, sys
+import cookiecutter, tranzit
+sys.exit(pathlib.Path(tranzit.__file__).parent != pathlib.Path(sys.argv[1], "tranzit"))
+PY
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT" \
+        2> >(grep -v '^WARNING: Location' >&2) ||
+        die "installing this checkout into $VENV failed" "see the pip output above"
+fi
+export PATH="$VENV/bin:$PATH"
+
 step "Docker engine, compose and base images"
 env_lines="$("$ROOT/scripts/docker-env.sh" --env)" || die "the Docker environment is not ready" "see the messages above"
 eval "$env_lines"
-export PYTHON_IMAGE NGINX_IMAGE PIP_OFFLINE REDIS_IMAGE
+export PYTHON_IMAGE BUILD_IMAGE NGINX_IMAGE PIP_OFFLINE REDIS_IMAGE
 read -r -a compose <<<"$COMPOSE"
 
-version="$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' tranzit/__init__.py)"
-[ -n "$version" ] || die "cannot read __version__ from tranzit/__init__.py"
+version="$(python -c 'import tranzit; print(tranzit.__version__)')"
 export TRANZIT_RUNTIME_IMAGE="${TRANZIT_RUNTIME_IMAGE:-ghcr.io/tranzit/runtime:$version}"
 export TRANZIT_NGINX_IMAGE="${TRANZIT_NGINX_IMAGE:-ghcr.io/tranzit/nginx:$version}"
 
-step "Generating the example project from cookiecutter-tranzit (defaults) into build/example"
-python3 -c 'import cookiecutter' 2>/dev/null ||
-    die "the cookiecutter package is missing" "run: python3 -m pip install cookiecutter   (or: pip install -e .)"
-mkdir -p build/example
-saved_env=""
-if [ -d build/example/my_tranzit_site ] && [ -f build/example/my_tranzit_site/.env ]; then
-    saved_env="$(cat build/example/my_tranzit_site/.env)"
-fi
-project_dir="$(python3 - <<'PY'
-from cookiecutter.main import cookiecutter
-print(cookiecutter("cookiecutter-tranzit", no_input=True, output_dir="build/example",
-                   overwrite_if_exists=True))
-PY
-)" || die "generating the project failed" "see the cookiecutter error above"
-export TRANZIT_EXAMPLE_DIR="${project_dir#"$ROOT"/}"
-if [ -n "$saved_env" ]; then
-    printf '%s\n' "$saved_env" >"$project_dir/.env"
-    echo "kept $TRANZIT_EXAMPLE_DIR/.env" >&2
+out="${TRANZIT_BUILD_DIR:-$ROOT/build}/example"
+step "Generating the example project (tranzit project, the template's defaults) into $out"
+mkdir -p "$out"
+started="$out/.generating"
+touch "$started"
+# --force writes the template over an earlier run's copy; .env is not a template
+# file, so the post-generation hook keeps an existing one (and its secret).
+created="$(tranzit project --no-input --force --output-dir "$out")" ||
+    die "generating the project failed" "see the message above"
+project_dir="$(printf '%s\n' "$created" | sed -n 's/^Created //p')"
+[ -f "$project_dir/server.yml" ] || die "tranzit project did not say where it created the project" "$created"
+if [ "$project_dir/.env" -ot "$started" ]; then
+    echo "kept $project_dir/.env" >&2
 else
-    secret="$(python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
-    sed "s|^TRANZIT_SECRET_KEY=.*|TRANZIT_SECRET_KEY=$secret|" "$project_dir/.env.example" >"$project_dir/.env"
-    echo "wrote $TRANZIT_EXAMPLE_DIR/.env with a new TRANZIT_SECRET_KEY" >&2
+    echo "wrote $project_dir/.env with a new TRANZIT_SECRET_KEY" >&2
 fi
+rm -f "$started"
+export TRANZIT_EXAMPLE_DIR="$project_dir"
 
 publish="${TRANZIT_PUBLISH_PORT:-$(sed -n 's/^TRANZIT_PUBLISH_PORT=//p' "$project_dir/.env")}"
 publish="${publish:-8080}"
