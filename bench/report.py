@@ -123,6 +123,9 @@ def _lifecycle(data: dict[str, Any]) -> list[str]:
     lines = ["| measured | value |", "|---|---:|"]
     for name, mb in data["image_mb"].items():
         lines.append(f"| {name} size | {mb:,.0f} MB |")
+    if "runtime_over_base_mb" in data:
+        over, base = data["runtime_over_base_mb"], data["python_base"]
+        lines.append(f"| runtime image over its Python base (`{base}`) | {over:.1f} MB |")
     for name, seconds in data["builds"].items():
         lines.append(f"| build of {name}, {kind} | {seconds:,.1f} s |")
     stop = data["stop"]

@@ -152,6 +152,10 @@ def _lifecycle_checks(results: dict[str, Any], out: list[Check]) -> None:
         out.append(Check("lifecycle", f"{kind}: {name}", seconds, "(reported)", None, " s"))
     size = data["image_mb"]["runtime image"]
     out.append(Check("lifecycle", "runtime image size", size, "(reported)", None, " MB"))
+    if "runtime_over_base_mb" in data:
+        over = data["runtime_over_base_mb"]
+        what = "runtime image over its Python base"
+        out.append(Check("lifecycle", what, over, "≤ 40 MB", over <= 40.0, " MB"))
 
 
 def _broadcast_checks(results: dict[str, Any], out: list[Check]) -> None:

@@ -20,6 +20,7 @@ if [[ ${1:-} == --no-docker ]]; then
     docker=0
     shift
     set -- -m "not docker" "$@"
+    export TRANZIT_TEST_DOCKER=0 # tests/support.py: WITHOUT_DOCKER
 fi
 
 # Debian packages the tests use: a browser for the page test, node for tz.js,

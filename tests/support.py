@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).parent
+IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+#: ``scripts/test.sh --no-docker``: this run has no engine on purpose (the docker
+#: tests are deselected), so what needs one is left out rather than failed.
+WITHOUT_DOCKER = os.environ.get("TRANZIT_TEST_DOCKER") == "0"
 FIXTURES = HERE / "fixtures"
 OLD_PROJECT = FIXTURES / "oldproject"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import actionlint
+from support import IN_CI, actionlint
 
 import tranzit
 
@@ -23,7 +23,6 @@ else:  # pytest depends on tomli below 3.11
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_TEMPLATE = REPO / "cookiecutter-tranzit" / "{{cookiecutter.project_slug}}"
-IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 
 
 def tool(name: str) -> str:

@@ -223,5 +223,4 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 if __name__ == "__main__":
     options = parse()
     raise_nofile(options.connections + 256)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main(options))
+    uvloop.run(main(options))  # asyncio.Runner(loop_factory=...) is 3.11+

@@ -124,5 +124,4 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     args = parse()
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main(args))
+    uvloop.run(main(args))  # asyncio.Runner(loop_factory=...) is 3.11+

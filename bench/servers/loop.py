@@ -22,5 +22,4 @@ def run(start: Callable[[], Awaitable[Callable[[], Awaitable[None]]]]) -> None:
         await done.wait()
         await stop()
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(main())
+    uvloop.run(main())  # asyncio.Runner(loop_factory=...) is 3.11+

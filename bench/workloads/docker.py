@@ -491,6 +491,8 @@ def _count(values: list[Any]) -> dict[Any, int]:
 def _lifecycle(ctx: Context, settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
     import asyncio
 
+    base = ctx.env["PYTHON_IMAGE"]
+    over_base = _size_mb(ctx.runtime_image) - _size_mb(base)
     sizes = {
         "runtime image": _size_mb(ctx.runtime_image),
         "tranzit nginx image": _size_mb(ctx.nginx_image),
@@ -521,6 +523,8 @@ def _lifecycle(ctx: Context, settings: Settings, progress: Callable[[str], None]
         ctx.down(stack)
     return {
         "image_mb": sizes,
+        "python_base": base,
+        "runtime_over_base_mb": over_base,
         "builds": ctx.builds,
         "cold_build": ctx.cold,
         **ctx.started,
