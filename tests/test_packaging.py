@@ -71,7 +71,7 @@ def test_image_tags_follow_the_version() -> None:
     # Every runtime or nginx image tag anywhere in the template is this version.
     for path in PROJECT_TEMPLATE.rglob("*"):
         if path.is_file() and path.suffix not in {".png", ".ico"}:
-            for tag in re.findall(r"ghcr\.io/tranzit/(?:runtime|nginx):(\S+)", rendered(path)):
+            for tag in re.findall(r"ghcr\.io/tranzit/(?:runtime|nginx):([\w.-]+)", rendered(path)):
                 assert tag == VERSION, (path, tag)
 
 
