@@ -105,5 +105,8 @@ with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
     sys.exit(0 if r.status == 200 else 1)
 PY
 step "The example stack is up: $url"
-echo "  stop it: docker compose down   (from $ROOT)" >&2
+# compose.yaml finds the project at build/example/my_tranzit_site unless told.
+where=""
+[ "$project_dir" = "$ROOT/build/example/my_tranzit_site" ] || where="TRANZIT_EXAMPLE_DIR=$project_dir "
+echo "  stop it: ${where}docker compose down   (from $ROOT)" >&2
 echo "$url"
