@@ -24,7 +24,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OFFICIAL_PYTHON="${TRANZIT_PYTHON_IMAGE:-python:3.12-slim-bookworm}"
-OFFICIAL_BUILD="${TRANZIT_BUILD_IMAGE:-python:3.12-bookworm}"
+# The runtime's build stage: the same Python, with binutils (the image without -slim).
+OFFICIAL_BUILD="${TRANZIT_BUILD_IMAGE:-${OFFICIAL_PYTHON/-slim/}}"
 OFFICIAL_NGINX="${TRANZIT_NGINX_BASE_IMAGE:-nginx:1.27-alpine}"
 OFFICIAL_REDIS="${TRANZIT_REDIS_IMAGE:-redis:7-alpine}"
 LOCAL_PYTHON="local/python:bookworm"
@@ -107,9 +108,11 @@ except Exception:
 PY
 }
 
+# A stand-in is labelled with its package list and rebuilt when that list changes.
 build_local_base() {
-    local image="$1" include="$2" extra=("${@:3}")
-    if have_image "$image"; then
+    local image="$1" include="$2" extra=("${@:3}") built
+    built="$(docker image inspect -f '{{index .Config.Labels "tranzit.include"}}' "$image" 2>/dev/null || true)"
+    if [ "$built" = "$include" ]; then
         say "base image: $image present"
         return
     fi
@@ -119,7 +122,7 @@ build_local_base() {
     }
     say "base image: building $image from Debian packages ($include) with mmdebstrap (~30 s)"
     mmdebstrap --quiet --variant=minbase --include="$include" bookworm - |
-        docker import "${extra[@]}" - "$image" >/dev/null ||
+        docker import -c "LABEL tranzit.include=$include" "${extra[@]}" - "$image" >/dev/null ||
         die "building $image failed" "run: mmdebstrap --variant=minbase --include=$include bookworm - | docker import - $image"
 }
 
@@ -154,7 +157,8 @@ choose_bases() {
         fi
     fi
     if [ "$offline" = 1 ]; then
-        build_local_base "$LOCAL_PYTHON" "python3,python3-venv,ca-certificates"
+        # pip, as the official python images have it (projects install extras with it).
+        build_local_base "$LOCAL_PYTHON" "python3,python3-venv,python3-pip,ca-certificates"
         build_local_base "$LOCAL_BUILD" "python3,python3-venv,ca-certificates,binutils"
         build_local_base "$LOCAL_NGINX" "nginx-light,ca-certificates" \
             -c 'CMD ["nginx","-g","daemon off;"]'

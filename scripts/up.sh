@@ -32,8 +32,9 @@ step "Python environment: $VENV with this checkout's tranzit"
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV" || die "python3 -m venv $VENV failed" "Debian/Ubuntu: apt-get install python3-venv"
 fi
-# An editable install of this checkout, unless the venv already has exactly that.
-if ! "$VENV/bin/python" - "$ROOT" <<'PY' 2>/dev/null; then
+# An editable install of this checkout, unless the venv already has exactly that
+# (-I: not the ./tranzit of the working directory, only what the venv has).
+if ! "$VENV/bin/python" -I - "$ROOT" <<'PY' 2>/dev/null; then
 import pathlib, sys
 import cookiecutter, tranzit
 sys.exit(pathlib.Path(tranzit.__file__).parent != pathlib.Path(sys.argv[1], "tranzit"))
@@ -57,8 +58,8 @@ export TRANZIT_NGINX_IMAGE="${TRANZIT_NGINX_IMAGE:-ghcr.io/tranzit/nginx:$versio
 out="${TRANZIT_BUILD_DIR:-$ROOT/build}/example"
 step "Generating the example project (tranzit project, the template's defaults) into $out"
 mkdir -p "$out"
-started="$out/.generating"
-touch "$started"
+started="$(mktemp)"
+trap 'rm -f "$started"' EXIT
 # --force writes the template over an earlier run's copy; .env is not a template
 # file, so the post-generation hook keeps an existing one (and its secret).
 created="$(tranzit project --no-input --force --output-dir "$out")" ||
@@ -70,7 +71,6 @@ if [ "$project_dir/.env" -ot "$started" ]; then
 else
     echo "wrote $project_dir/.env with a new TRANZIT_SECRET_KEY" >&2
 fi
-rm -f "$started"
 export TRANZIT_EXAMPLE_DIR="$project_dir"
 
 publish="${TRANZIT_PUBLISH_PORT:-$(sed -n 's/^TRANZIT_PUBLISH_PORT=//p' "$project_dir/.env")}"
@@ -107,6 +107,6 @@ PY
 step "The example stack is up: $url"
 # compose.yaml finds the project at build/example/my_tranzit_site unless told.
 where=""
-[ "$project_dir" = "$ROOT/build/example/my_tranzit_site" ] || where="TRANZIT_EXAMPLE_DIR=$project_dir "
+[ "$project_dir" = "$ROOT/build/example/my_tranzit_site" ] || where="TRANZIT_EXAMPLE_DIR=$(printf %q "$project_dir") "
 echo "  stop it: ${where}docker compose down   (from $ROOT)" >&2
 echo "$url"

@@ -145,9 +145,18 @@ def test_release_workflow_publishes_by_oidc_with_attested_signed_images() -> Non
     (publish,) = _steps(pypi, "pypa/gh-action-pypi-publish")
     assert not {"password", "user"} & set(publish.get("with", {}))
 
+    # Nothing is published unless the whole CI passes on the tagged commit.
+    assert jobs["ci"]["uses"] == "./.github/workflows/ci.yml"
+    assert "workflow_call" in _workflow("ci.yml")["on"]
     dist = jobs["dist"]
+    assert dist["needs"] == "ci"
     runs = "\n".join(str(s.get("run", "")) for s in dist["steps"])
     assert "python -m build" in runs and "twine check --strict" in runs
+
+    # The images go exactly where a generated project's Dockerfile pulls them from.
+    dockerfile = (PROJECT_TEMPLATE / "Dockerfile").read_text()
+    for name in ("runtime", "nginx"):
+        assert f"={release['env']['IMAGES']}/{name}:" in dockerfile, name
 
     images = jobs["images"]
     assert {m["name"] for m in images["strategy"]["matrix"]["include"]} == {"runtime", "nginx"}

@@ -1,8 +1,9 @@
 """What is published agrees with itself: one version, and the runtime image's requirements.
 
 One version everywhere a user meets it, and one that the 2018 releases cannot
-satisfy. The name ``tranzit`` on the package index also holds the unrelated 2018
-releases 0.1 and 0.1.1 (whose API this tranzit keeps). A generated project
+satisfy. The name ``tranzit`` on the package index also holds 0.1 and 0.1.1,
+the 2018 releases of the original tranzit: another codebase, whose API this
+one keeps. A generated project
 installs ``tranzit`` by its pin and starts ``FROM`` the images tagged with
 the same version, so these must all agree, and the pin must never admit
 the old releases.
@@ -35,7 +36,8 @@ RELEASES_2018 = ("0.1", "0.1.1")
 
 def rendered(path: Path) -> str:
     """A template file with the tranzit version filled in, as a project gets it."""
-    return path.read_text(encoding="utf-8").replace("{{ cookiecutter._tranzit_version }}", VERSION)
+    text = path.read_text(encoding="utf-8")
+    return re.sub(r"\{\{\s*cookiecutter\._tranzit_version\s*\}\}", VERSION, text)
 
 
 def test_version_sorts_above_the_2018_releases() -> None:

@@ -189,7 +189,9 @@ def _exists(image: str) -> bool:
 def _version() -> str:
     text = (proc.ROOT / "tranzit" / "__init__.py").read_text()
     found = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", text)
-    return found.group(1) if found else "0.1.0"
+    if found is None:
+        raise proc.BenchError("tranzit/__init__.py names no __version__")
+    return found.group(1)
 
 
 def context(settings: Settings, progress: Callable[[str], None]) -> Context:

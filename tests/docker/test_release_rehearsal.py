@@ -40,7 +40,7 @@ import tranzit
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 VERSION = tranzit.__version__
-#: The 2018 releases on the public index under the same name (an unrelated package).
+#: The 2018 releases of the original tranzit (another codebase) on the public index.
 OLD_RELEASES = ("0.1", "0.1.1")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tranzit-ci"
 
@@ -84,25 +84,26 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def old_releases() -> list[Path]:
     """The 2018 files of the name, from the public index (kept in the CI cache)."""
     folder = CACHE / "pypi-2018"
-    folder.mkdir(parents=True, exist_ok=True)
-    files = sorted(folder.glob("tranzit-*"))
-    if files:
-        return files
-    with urllib.request.urlopen("https://pypi.org/pypi/tranzit/json", timeout=30) as response:
-        releases = json.load(response)["releases"]
-    assert set(OLD_RELEASES) <= set(releases), sorted(releases)
-    for version in OLD_RELEASES:
-        for file in releases[version]:
-            target = folder / file["filename"]
-            with urllib.request.urlopen(file["url"], timeout=60) as response:
-                target.with_suffix(".part").write_bytes(response.read())
-            target.with_suffix(".part").rename(target)
-    return sorted(folder.glob("tranzit-*"))
+    done = folder / "complete"
+    if not done.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen("https://pypi.org/pypi/tranzit/json", timeout=30) as response:
+            releases = json.load(response)["releases"]
+        assert set(OLD_RELEASES) <= set(releases), sorted(releases)
+        names = []
+        for version in OLD_RELEASES:
+            for file in releases[version]:
+                with urllib.request.urlopen(file["url"], timeout=60) as response:
+                    (folder / file["filename"]).write_bytes(response.read())
+                names.append(file["filename"])
+        done.write_text("\n".join(names) + "\n")  # written last: the cache is whole
+    return [folder / name for name in done.read_text().split()]
 
 
 @dataclass
 class Published:
     index: str  # the package index's simple API, as pip's --index-url
+    old_files: list[str]  # the 2018 releases there
     registry: str  # host:port
     runtime_image: str
     nginx_image: str
@@ -113,20 +114,27 @@ class Published:
         return self.registry_log.read_text(errors="replace")
 
 
+@dataclass
+class Index:
+    url: str
+    old_files: list[str]  # the 2018 releases' file names it holds
+
+
 @pytest.fixture(scope="module")
-def package_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def package_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Index]:
     """pypiserver on 127.0.0.1, holding the 2018 releases; other names go on to PyPI."""
     server = needed("pypi-server")
     home = tmp_path_factory.mktemp("index")
     packages = home / "packages"
     packages.mkdir()
-    for file in old_releases():
+    old = old_releases()
+    for file in old:
         shutil.copy2(file, packages / file.name)
     port = free_port()
     argv = [server, "run", "--host", "127.0.0.1", "--port", str(port), "-a", ".", "-P", "."]
     proc = serve([*argv, str(packages)], home / "log", f"http://127.0.0.1:{port}/health")
     try:
-        yield f"http://127.0.0.1:{port}", packages
+        yield Index(f"http://127.0.0.1:{port}", [file.name for file in old])
     finally:
         stop(proc)
 
@@ -160,12 +168,12 @@ def image_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
 @pytest.fixture(scope="module")
 def published(
     docker_env: DockerEnv,
-    package_index: tuple[str, Path],
+    package_index: Index,
     image_registry: tuple[str, Path],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Published]:
     """What the release workflow publishes, published to the two local servers."""
-    index_url, _ = package_index
+    index_url = package_index.url
     registry, registry_log = image_registry
     started = time.monotonic()
 
@@ -186,19 +194,25 @@ def published(
     }
     images_file = str(REPO / "docker" / "compose.images.yaml")
     build = [*docker_env.compose, "-f", images_file, "--profile", "images", "build"]
-    run(build, env=images_env, timeout=900)
-    for image in (runtime_image, nginx_image):
-        run(["docker", "push", "--quiet", image], timeout=600)
-        run(["docker", "image", "rm", image], timeout=120)
-        gone = subprocess.run(["docker", "image", "inspect", image], capture_output=True)
-        assert gone.returncode != 0, f"{image} is still in the engine"
-    record("rehearsal: build, check and publish wheel + images", time.monotonic() - started)
     try:
+        run(build, env=images_env, timeout=900)
+        for image in (runtime_image, nginx_image):
+            run(["docker", "push", "--quiet", image], timeout=600)
+            run(["docker", "image", "rm", image], timeout=120)
+            gone = subprocess.run(["docker", "image", "inspect", image], capture_output=True)
+            assert gone.returncode != 0, f"{image} is still in the engine"
+        record("rehearsal: build, check and publish wheel + images", time.monotonic() - started)
         yield Published(
-            f"{index_url}/simple/", registry, runtime_image, nginx_image, files, registry_log
+            f"{index_url}/simple/",
+            package_index.old_files,
+            registry,
+            runtime_image,
+            nginx_image,
+            files,
+            registry_log,
         )
     finally:
-        for image in (runtime_image, nginx_image):  # pulled again by the user's build
+        for image in (runtime_image, nginx_image):  # also pulled again by the user's build
             subprocess.run(["docker", "image", "rm", image], capture_output=True, timeout=120)
 
 
@@ -259,9 +273,11 @@ def test_a_user_installs_generates_tests_and_runs_the_stack(
 ) -> None:
     started = time.monotonic()
     # `pip install tranzit`: the index also has 0.1 and 0.1.1; this release must win.
-    listing = urllib.request.urlopen(f"{published.index}tranzit/", timeout=10).read().decode()
-    for old in OLD_RELEASES:
-        assert f"tranzit-{old}" in listing, "the index should hold the 2018 releases too"
+    with urllib.request.urlopen(f"{published.index}tranzit/", timeout=10) as response:
+        listing = response.read().decode()
+    assert published.old_files
+    for name in published.old_files:
+        assert f">{name}<" in listing, f"the index should list {name} too: {listing}"
     user.run("python", "-m", "pip", "install", "-q", "tranzit", cwd=tmp_path)
     version, location = installed_tranzit(user, tmp_path)
     assert version == VERSION

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from dockerstack import DockerEnv, image_bytes, record
@@ -65,3 +67,27 @@ def test_generator_refuses_in_one_line(tranzit_images: DockerEnv) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("tranzit: tranzit project needs cookiecutter"), result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_base_image_pip_installs_into_the_venv(
+    tranzit_images: DockerEnv, tmp_path: Path
+) -> None:
+    # How a project adds a package to its app image (its README): `RUN pip install ...` as root.
+    wheels = tmp_path / "wheels"
+    download = ["pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(wheels)]
+    subprocess.run([sys.executable, "-m", *download, "six"], check=True, timeout=300)
+    script = (
+        "pip install --no-index --no-cache-dir --quiet /wheels/six-*.whl"
+        " && python -c 'import six; print(six.__file__)'"
+    )
+    run = ["docker", "run", "--rm", "-v", f"{wheels}:/wheels:ro", "--network", "none"]
+    as_root = ["--user", "0", "--entrypoint", "sh", tranzit_images.runtime_image]
+    result = subprocess.run(
+        [*run, *as_root, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1].startswith("/opt/venv/"), result.stdout
