@@ -313,8 +313,12 @@ def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) 
             ]
         out += [
             f"{e['connections']} connections, each keeping {e['depth']} messages of 32 characters "
-            "in flight; aiohttp client on uvloop, compression not negotiated; latency is "
-            "send → echo per message.",
+            "in flight (`echo|xxx…`; `tranzit 2018 handler` is the same server sent "
+            "`echo_2018|xxx…`, a rule in the 2018 calling convention). The client "
+            "(bench/clients/ws_echo.py) builds its masked frame once and checks replies as runs "
+            "of the one expected frame, so it stays far below a core while the server "
+            "saturates its own; compression is not negotiated; latency is send → echo per "
+            "message.",
             "",
         ]
     if "fanout" in w:

@@ -49,18 +49,20 @@ def _ratio(results: dict[str, Any], workload: str, a: str, b: str) -> float | No
 def checks(results: dict[str, Any]) -> list[Check]:
     out: list[Check] = []
 
-    def at_least(workload: str, peer: str, minimum: float | None) -> None:
-        ratio = _ratio(results, workload, "tranzit", peer)
+    def at_least(workload: str, peer: str, minimum: float | None, who: str = "tranzit") -> None:
+        ratio = _ratio(results, workload, who, peer)
         target = f"≥ {minimum}{TIMES}" if minimum is not None else "(no target)"
         met = None if ratio is None or minimum is None else ratio >= minimum
-        out.append(Check(workload, f"tranzit / {peer} throughput", ratio, target, met))
+        out.append(Check(workload, f"{who} / {peer} throughput", ratio, target, met))
 
     at_least("http_hello", "aiohttp", 0.95)
     at_least("http_hello", "uvicorn+starlette", 1.2)
     at_least("http_echo", "aiohttp", 0.9)
     at_least("http_echo", "uvicorn+starlette", None)
     at_least("ws_echo", "aiohttp", 0.9)
+    at_least("ws_echo", "aiohttp", 0.9, who="tranzit 2018 handler")
     at_least("ws_echo", "websockets", 1.5)
+    _saturation_checks(results, out)
 
     fanout = results["workloads"].get("fanout", {})
     peers = fanout.get("peers", {})
@@ -108,6 +110,18 @@ def checks(results: dict[str, Any]) -> list[Check]:
     _lifecycle_checks(results, out)
     _broadcast_checks(results, out)
     return out
+
+
+def _saturation_checks(results: dict[str, Any], out: list[Check]) -> None:
+    """A ratio counts only where the load generator kept up: runs with the client at >= 90 %."""
+    for workload in ("http_hello", "http_echo", "ws_echo"):
+        data = results["workloads"].get(workload)
+        if not data or "peers" not in data:
+            continue
+        runs = [r for p in data["peers"].values() for r in p["runs"]]
+        busy = sum(r.get("cpu_percent", {}).get("client", 0) >= 90 for r in runs)
+        what = f"runs where the load generator was at ≥ 90 % CPU ({len(runs)} runs)"
+        out.append(Check(workload, what, float(busy), "0", busy == 0, ""))
 
 
 def _not_measured(results: dict[str, Any], workload: str, what: str, out: list[Check]) -> bool:

@@ -67,7 +67,7 @@ def test_every_workload_produced_numbers(quick_run) -> None:
     for name, peers in (
         ("http_hello", {"tranzit", "aiohttp", "uvicorn+starlette"}),
         ("http_echo", {"tranzit", "aiohttp", "uvicorn+starlette"}),
-        ("ws_echo", {"tranzit", "aiohttp", "websockets"}),
+        ("ws_echo", {"tranzit", "tranzit 2018 handler", "aiohttp", "websockets"}),
     ):
         assert set(w[name]["peers"]) == peers
         for peer, data in w[name]["peers"].items():

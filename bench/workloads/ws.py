@@ -20,13 +20,15 @@ from .. import proc
 from ..settings import Settings
 
 PROJECT = proc.ROOT / "bench" / "projects" / "benchsite"
-ECHO_PEERS = ("tranzit", "aiohttp", "websockets")
+ECHO_PEERS = ("tranzit", "tranzit 2018 handler", "aiohttp", "websockets")
+#: The rule each echo peer is sent (the peers that are not tranzit echo any text).
+ECHO_RULES = {"tranzit 2018 handler": "echo_2018"}
 FANOUT_PEERS = ("tranzit", "aiohttp")
 
 
 def start_server(peer: str, settings: Settings, name: str) -> tuple[subprocess.Popen[bytes], int]:
     port = proc.free_port()
-    if peer in ("tranzit", "tranzit-patched"):
+    if peer.startswith("tranzit"):
         argv = [sys.executable, "-m", "tranzit", "serve", "ws", "--project", str(PROJECT)]
         tz = settings.tranzit_path if peer == "tranzit-patched" else None
         env = proc.bench_env({"TRANZIT_WS_PORT": str(port)}, tranzit_path=tz)
@@ -63,12 +65,18 @@ def _lines(
 
 
 def _echo_once(
-    port: int, server: subprocess.Popen[bytes], settings: Settings, warmup: float, duration: float
+    peer: str,
+    port: int,
+    server: subprocess.Popen[bytes],
+    settings: Settings,
+    warmup: float,
+    duration: float,
 ) -> dict[str, Any]:
     argv = [
         sys.executable, "-m", "bench.clients.ws_echo", f"ws://127.0.0.1:{port}/",
         "--connections", str(settings.ws_connections), "--depth", str(settings.ws_depth),
         "--warmup", str(warmup), "--duration", str(duration),
+        "--rule", ECHO_RULES.get(peer, "echo"),
     ]  # fmt: skip
     client = proc.spawn(argv, cpu=proc.CLIENT_CPU, name="ws-echo-client", stdout=subprocess.PIPE)
     meter = proc.CpuMeter(server.pid, client.pid)
@@ -96,10 +104,10 @@ def run_echo(settings: Settings, progress: Callable[[str], None]) -> dict[str, A
         for peer, (server, port) in servers.items():
             if not settings.quick:
                 progress(f"warm-up {peer}")
-                _echo_once(port, server, settings, 0.2, settings.warmup)
+                _echo_once(peer, port, server, settings, 0.2, settings.warmup)
         for rep in range(settings.repeats):
             for peer, (server, port) in servers.items():
-                r = _echo_once(port, server, settings, settings.warmup, settings.duration)
+                r = _echo_once(peer, port, server, settings, settings.warmup, settings.duration)
                 if r["unexpected"] or not r["messages"]:
                     raise proc.BenchError(
                         f"{peer}: {r['unexpected']} replies were not the echo; {r}"

@@ -1,4 +1,4 @@
-from .views import EchoView, HelloView, broadcast, echo
+from .views import EchoView, HelloView, broadcast, echo, echo_2018
 
 routes = {
     "/": HelloView,
@@ -7,5 +7,6 @@ routes = {
 
 ws_rules = {
     "echo": echo,
+    "echo_2018": echo_2018,
     "broadcast": broadcast,
 }

@@ -19,6 +19,11 @@ async def echo(conn, text):
     return text
 
 
+async def echo_2018(*args, **kwargs):
+    """The same echo in the 2018 calling convention: it sends through ``send_func``."""
+    await kwargs["send_func"](kwargs["writer"], "echo_2018|" + ",".join(args))
+
+
 async def broadcast(conn, payload):
     """Send ``b|payload`` to every connection: ``hub.broadcast``, as a user would.
 
