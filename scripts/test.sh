@@ -80,6 +80,9 @@ ruff format --check .
 step "mypy --strict tranzit"
 mypy
 
+step "import layers (lint-imports, contracts in pyproject.toml)"
+lint-imports --no-cache
+
 if command -v node >/dev/null; then
     step "node --test tests/js (tz.js)"
     node --test tests/js/

@@ -16,11 +16,12 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from .config import Config, load_config, locate_project
+from .config import Config
 from .errors import ConfigError
-from .project import Project, load_project
+from .loader import load
+from .project import Project
 from .views import add_view
-from .ws.endpoint import REGISTRY, EndpointSettings, RuleDispatcher, websocket_endpoint
+from .ws.endpoint import EndpointSettings, RuleDispatcher, websocket_endpoint
 from .ws.hub import HUB, Hub, create_backend
 
 __all__ = [
@@ -83,9 +84,8 @@ async def gunicorn_app() -> web.Application:
 
     The project is ``TRANZIT_PROJECT_DIR`` (default: the working directory).
     """
-    project_dir, config_file = locate_project()
-    config = load_config(config_file, required=False)
-    return create_app(config, load_project(project_dir, config))
+    config, project = load(required=False)
+    return create_app(config, project)
 
 
 _warned_dev_key: set[Path] = set()
@@ -116,7 +116,7 @@ async def _healthz(request: web.Request) -> web.Response:
 
 def create_hub(config: Config) -> Hub:
     """The hub for ``config.broadcast_url`` (in-process, or Redis pub/sub between replicas)."""
-    return Hub(create_backend(config.broadcast_url), outbox_size=config.ws_send_queue)
+    return Hub(create_backend(config.broadcast_url), send_queue=config.ws_send_queue)
 
 
 def _base_app(
@@ -130,7 +130,6 @@ def _base_app(
         app.on_startup.append(_start_hub)
         app.on_cleanup.append(_close_hub)
     app[HUB] = hub
-    app[REGISTRY] = hub.connections
     if config.production and not config.secret_key:  # whether or not sessions are in use
         session_key(config, project)  # raises the one-line ConfigError
     if config.sessions if config.sessions is not None else project.uses_sessions:
@@ -153,7 +152,7 @@ def _setup_sessions(app: web.Application, key: bytes) -> None:
 
 
 async def _close_websockets(app: web.Application) -> None:
-    await app[REGISTRY].close_all()
+    await app[HUB].connections.close_all()
 
 
 async def _start_hub(app: web.Application) -> None:
@@ -165,14 +164,13 @@ async def _close_hub(app: web.Application) -> None:
 
 
 def _endpoint(
-    app: web.Application, config: Config, project: Project, sibling_ports: tuple[int, ...] = ()
+    app: web.Application, config: Config, project: Project, same_host_ports: tuple[int, ...] = ()
 ) -> Handler:
     settings = EndpointSettings(
         max_message_size=config.ws_max_message_size,
         heartbeat=config.ws_heartbeat,
-        send_queue=config.ws_send_queue,
         allowed_origins=config.ws_allowed_origins,
-        sibling_ports=sibling_ports,
+        same_host_ports=same_host_ports,
     )
     dispatcher = RuleDispatcher(project.rules, max_tasks=config.ws_max_tasks)
     return websocket_endpoint(dispatcher, settings, app[HUB])

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .config import Config, load_config, locate_project
+from .config import Config
 from .errors import TranzitError
-from .project import Project, load_project
+from .loader import load
+from .project import Project
 
 __all__ = ["main"]
 
@@ -98,9 +99,7 @@ def _project_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, *, required: bool = True) -> tuple[Config, Project]:
-    root, file = locate_project(args.project, args.config)
-    config = load_config(file, required=required)
-    return config, load_project(root, config)
+    return load(args.project, args.config, required=required)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

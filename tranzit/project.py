@@ -15,9 +15,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .compat.handlers import adapt as adapt_2018
 from .config import Config
 from .errors import AppLoadError
-from .ws.rules import RuleTable
+from .ws.rules import Adapt, RuleTable
 
 __all__ = ["AppSpec", "Project", "load_project"]
 
@@ -49,8 +50,14 @@ class Project:
         return path if path.is_dir() else None
 
 
-def load_project(project_dir: str | Path, config: Config) -> Project:
-    """Import every app of ``config.apps`` from ``project_dir/apps``."""
+def load_project(
+    project_dir: str | Path, config: Config, *, adapt: Adapt | None = adapt_2018
+) -> Project:
+    """Import every app of ``config.apps`` from ``project_dir/apps``.
+
+    ``adapt`` builds the rules of handlers written for another calling
+    convention: by default the 2018 one (:mod:`tranzit.compat.handlers`).
+    """
     root = Path(project_dir).resolve()
     if not root.is_dir():
         raise AppLoadError(f"project directory {str(root)!r} does not exist")
@@ -59,7 +66,7 @@ def load_project(project_dir: str | Path, config: Config) -> Project:
     _check_routes(apps)
     rules = RuleTable()
     for app in apps:
-        rules.add(app.name, app.ws_rules)
+        rules.add(app.name, app.ws_rules, adapt=adapt)
     return Project(root, apps, rules, _uses_sessions(root))
 
 

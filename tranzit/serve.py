@@ -49,9 +49,9 @@ async def start_site(runner: web.BaseRunner, host: str, port: int) -> int:
     except OSError as exc:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise ServeError(f"cannot listen on {host}:{port}: {reason or exc}") from None
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    return int(sockets[0].getsockname()[1]) if sockets else port
+    # The address this site bound (the last one the runner knows of).
+    addresses = runner.addresses
+    return int(addresses[-1][1]) if addresses else port
 
 
 async def run_until_signal() -> None:

@@ -22,8 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from .app import create_app
-from .config import load_config, locate_project
-from .project import load_project
+from .loader import load
 
 __all__ = ["project_app", "project_client"]
 
@@ -39,11 +38,8 @@ def project_app(
     ``overrides`` change settings (``ws_max_tasks=2``); ``environ`` replaces
     ``os.environ`` for ``TRANZIT_*`` lookups (default: none, for repeatable tests).
     """
-    root, file = locate_project(project_dir, environ={})
-    config = load_config(file, environ or {}, required=False)
-    if overrides:
-        config = config.replace(**overrides)
-    return create_app(config, load_project(root, config))
+    config, project = load(project_dir, environ=environ or {}, required=False, **overrides)
+    return create_app(config, project)
 
 
 @asynccontextmanager

@@ -1,56 +1,7 @@
-"""The original import path: everything of :mod:`aiohttp.web`, plus tranzit's classes.
-
-``from tranzit import web`` then ``web.Response(...)``, ``web.TZView``,
-``web.MainServer(...)`` and ``web.WebSocketServer(...)`` all work.
-"""
+"""The 2018 import path ``tranzit.web``: aiohttp's ``web`` plus ``TZView``, ``MainServer``
+and ``WebSocketServer`` (kept in :mod:`tranzit.compat.web`)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable
-from os import PathLike
-
-from aiohttp.typedefs import Middleware
-from aiohttp.web import *  # noqa: F403  (re-exported on purpose: the old API)
-from aiohttp.web import __all__ as _aiohttp_web_all
-
-from .config import Config, load_config, locate_project
-from .errors import TranzitError
-from .project import Project, load_project
-from .views import TZView as TZView
-from .ws.server import WebSocketServer as WebSocketServer
-
-__all__ = [*_aiohttp_web_all, "MainServer", "TZView", "WebSocketServer"]
-
-
-class MainServer:
-    """``MainServer(config_file, project_dir, middlewares=[...]).run()``, as in the original.
-
-    ``run()`` serves HTTP and, when ``ws_server_on``, the websocket server in
-    one process. Configuration and app errors print one line and exit with the
-    CLI's codes instead of a traceback.
-    """
-
-    def __init__(
-        self,
-        config_file: str | PathLike[str] = "server.yml",
-        project_dir: str | PathLike[str] | None = None,
-        middlewares: Iterable[Middleware] = (),
-    ) -> None:
-        self.project_dir, self.config_file = locate_project(project_dir, config_file)
-        self.middlewares = list(middlewares)
-
-    def load(self) -> tuple[Config, Project]:
-        """Read the config and import the apps (raises :class:`TranzitError`)."""
-        config = load_config(self.config_file)
-        return config, load_project(self.project_dir, config)
-
-    def run(self) -> None:
-        from .serve import run
-
-        try:
-            config, project = self.load()
-            run(config, project, middlewares=self.middlewares)
-        except TranzitError as exc:
-            print(f"tranzit: {exc}", file=sys.stderr)
-            raise SystemExit(exc.exit_code) from None
+from .compat.web import *  # noqa: F403
+from .compat.web import __all__ as __all__

@@ -17,12 +17,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+import tranzit
 from tranzit.app import create_ws_app
-from tranzit.config import load_config, locate_project
-from tranzit.project import load_project
 from tranzit.testing import project_app
-from tranzit.ws import endpoint as ws_endpoint
 from tranzit.ws.connection import Connection, ConnectionRegistry
+from tranzit.ws.hub import HUB
 
 WSPROJECT = Path(__file__).resolve().parent.parent / "fixtures" / "wsproject"
 
@@ -66,24 +65,15 @@ class Served:
 
 
 def registry_of(app: web.Application) -> ConnectionRegistry:
-    """The app's connection registry: ``app[HUB].connections`` or the older ``app[REGISTRY]``."""
-    try:
-        from tranzit.ws.hub import HUB
-    except ImportError:  # before groups/broadcast existed
-        HUB = None
-    if HUB is not None and HUB in app:
-        return app[HUB].connections
-    return app[ws_endpoint.REGISTRY]
+    """The app's open connections."""
+    return app[HUB].connections
 
 
 def build_app(kind: str, **overrides: Any) -> web.Application:
     if kind == "http":
         return project_app(WSPROJECT, **overrides)
-    root, file = locate_project(WSPROJECT, environ={})
-    config = load_config(file, {}, required=False)
-    if overrides:
-        config = config.replace(**overrides)
-    return create_ws_app(config, load_project(root, config))
+    config, project = tranzit.load(WSPROJECT, environ={}, required=False, **overrides)
+    return create_ws_app(config, project)
 
 
 Serve = Callable[..., Awaitable[Served]]

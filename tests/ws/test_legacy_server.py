@@ -17,8 +17,8 @@ from support import free_port
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tranzit.compat.wsserver import WebSocketServer as WsWebSocketServer
 from tranzit.web import WebSocketServer
-from tranzit.ws import WebSocketServer as WsWebSocketServer
 
 TIMEOUT = 3.0
 

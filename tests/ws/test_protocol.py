@@ -7,7 +7,20 @@ import json
 import pytest
 
 from tranzit.ws import protocol
-from tranzit.ws.protocol import Call, Malformed, Refuse, Run, decode, plan
+from tranzit.ws.protocol import Call, Malformed, Refuse, decode, plan
+
+
+class Takes:
+    """A rule for plan(): arguments fit when there are at most ``most`` of them."""
+
+    def __init__(self, most: int = 10) -> None:
+        self.most = most
+
+    def fit(self, call: Call) -> Call | str:
+        return call if len(call.args) <= self.most else f"{call.rule}: too many arguments"
+
+
+ECHO = {"echo": Takes()}
 
 
 @pytest.mark.parametrize(
@@ -72,24 +85,24 @@ def test_encode_data_and_result() -> None:
         "rule": "get_hello",
         "data": "HELLO!",
     }
-    assert protocol.encode_result(text_call, "x", connection_style=False) is None
-    assert protocol.encode_result(text_call, None, connection_style=True) is None
-    assert protocol.encode_result(text_call, "x", connection_style=True) == "get_hello|x"
-    assert json.loads(protocol.encode_result(json_call, [1], connection_style=False) or "") == {
+    assert protocol.encode_result(text_call, None) is None
+    assert protocol.encode_result(text_call, "x") == "get_hello|x"
+    assert json.loads(protocol.encode_result(json_call, [1]) or "") == {
         "id": 5,
         "rule": "get_hello",
         "result": [1],
     }
+    assert json.loads(protocol.encode_result(json_call, None) or "")["result"] is None
 
 
 def test_utf8_is_not_escaped() -> None:
     call = Call("echo", (), "json", 1)
-    wire = protocol.encode_result(call, "привет 世界 🙂", connection_style=True) or ""
+    wire = protocol.encode_result(call, "привет 世界 🙂") or ""
     assert "привет 世界 🙂" in wire
 
 
 def test_unserialisable_result_falls_back_to_str() -> None:
-    wire = protocol.encode_result(Call("r", (), "json", 1), {1, 2}, connection_style=True)
+    wire = protocol.encode_result(Call("r", (), "json", 1), {1, 2})
     assert json.loads(wire or "")["result"] in ("{1, 2}", "{2, 1}")
 
 
@@ -105,8 +118,14 @@ def test_encode_error_both_forms() -> None:
 
 
 def test_plan_runs_known_rules() -> None:
-    decision = plan("echo|x", {"echo"}, running=0, max_tasks=2)
-    assert decision == Run(Call("echo", ("x",), "text"))
+    decision = plan("echo|x", ECHO, running=0, max_tasks=2)
+    assert decision == Call("echo", ("x",), "text")
+    assert type(decision) is Call
+
+
+def test_plan_refuses_arguments_that_do_not_fit() -> None:
+    decision = plan("echo|a,b", {"echo": Takes(1)}, running=0, max_tasks=2)
+    assert decision == Refuse("error|bad_arguments,echo,echo: too many arguments")
 
 
 @pytest.mark.parametrize(
@@ -118,13 +137,13 @@ def test_plan_runs_known_rules() -> None:
     ],
 )
 def test_plan_refuses_with_an_error_reply(text: str, running: int, expected: str) -> None:
-    decision = plan(text, {"echo"}, running=running, max_tasks=2)
+    decision = plan(text, ECHO, running=running, max_tasks=2)
     assert isinstance(decision, Refuse)
     assert decision.reply.startswith(expected)
 
 
 def test_plan_json_refusals_keep_the_id() -> None:
-    decision = plan('{"rule": "nope", "id": 9}', {"echo"}, running=0, max_tasks=2)
+    decision = plan('{"rule": "nope", "id": 9}', ECHO, running=0, max_tasks=2)
     assert isinstance(decision, Refuse)
     reply = json.loads(decision.reply)
     assert reply["id"] == 9 and reply["rule"] == "nope"

@@ -1,15 +1,17 @@
-"""Websockets in layers: protocol → rules → connection → endpoint → server; hub for groups."""
+"""The websocket core, in layers (``docs/architecture.md``):
+
+protocol → rules → outbound → connection → backplane / redis_backend → hub → endpoint.
+"""
 
 from __future__ import annotations
 
+from .backplane import BroadcastUnavailable as BroadcastUnavailable
 from .connection import Connection as Connection
 from .connection import ConnectionClosed as ConnectionClosed
 from .connection import ConnectionRegistry as ConnectionRegistry
 from .hub import HUB as HUB
-from .hub import BroadcastUnavailable as BroadcastUnavailable
 from .hub import Hub as Hub
 from .rules import RuleTable as RuleTable
-from .server import WebSocketServer as WebSocketServer
 
 __all__ = [
     "HUB",
@@ -19,5 +21,4 @@ __all__ = [
     "ConnectionRegistry",
     "Hub",
     "RuleTable",
-    "WebSocketServer",
 ]

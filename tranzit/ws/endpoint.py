@@ -1,31 +1,32 @@
 """The aiohttp side of a websocket: handshake checks, the receive loop, shutdown.
 
-This module and :mod:`tranzit.ws.server` are the only ones that touch aiohttp's
-websocket objects. Messages go to a :class:`Dispatcher`; the rule dispatcher
-decodes them with :mod:`tranzit.ws.protocol` and runs handlers from the
-:class:`~tranzit.ws.rules.RuleTable`.
+Each message goes to a :class:`Dispatcher`. The rule dispatcher decides with
+:func:`tranzit.ws.protocol.plan` (every refusal is decided there) and starts
+the rule as a call owned by the connection; replies leave through the
+connection's one outbound path.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import types
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from inspect import isawaitable
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
 from . import protocol
-from .connection import Connection, ConnectionClosed, ConnectionRegistry
+from .connection import Connection, ConnectionClosed
 from .hub import Hub
+from .limits import HEARTBEAT, MAX_MESSAGE_SIZE, MAX_TASKS
+from .protocol import Refuse, plan
 from .rules import Rule, RuleTable
-from .strict import StrictWebSocketResponse
+from .strict import StrictWebSocketResponse, warn_if_hooks_missing
 
 __all__ = [
-    "REGISTRY",
     "Dispatcher",
     "EndpointSettings",
     "RuleDispatcher",
@@ -35,9 +36,6 @@ __all__ = [
 
 log = logging.getLogger("tranzit.ws")
 
-#: The connections of an app's websocket endpoint (``app[HUB].connections``).
-REGISTRY = web.AppKey("tranzit.ws.registry", ConnectionRegistry)
-
 # Time a close handshake may take before the socket is dropped; shutdown stays fast.
 CLOSE_TIMEOUT = 1.0
 # What the access log shows for a client that left before the handshake completed.
@@ -45,72 +43,71 @@ CLIENT_CLOSED_REQUEST = 499
 
 
 class Dispatcher(Protocol):
-    async def on_text(self, conn: Connection, text: str) -> None: ...
-    async def on_binary(self, conn: Connection, data: bytes) -> None: ...
+    """What the receive loop hands each message to; it must not wait (start tasks instead)."""
+
+    def on_text(self, conn: Connection, text: str) -> None: ...
+    def on_binary(self, conn: Connection, data: bytes) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
 class EndpointSettings:
-    max_message_size: int = 1024 * 1024
-    heartbeat: float | None = 20.0
-    send_queue: int = 64
+    max_message_size: int = MAX_MESSAGE_SIZE
+    heartbeat: float | None = HEARTBEAT
     allowed_origins: tuple[str, ...] = ()
     #: Pages on the same host name at these ports may connect too: the standalone
-    #: websocket port serves pages of the HTTP port (old projects' ``ws://host:19719``).
-    sibling_ports: tuple[int, ...] = ()
+    #: websocket port serves the pages of the HTTP port.
+    same_host_ports: tuple[int, ...] = ()
 
 
 class RuleDispatcher:
-    """Runs ``ws_rules`` handlers for incoming messages, each as a tracked task."""
+    """Runs ``ws_rules`` handlers for incoming messages, each call as its own task."""
 
-    def __init__(self, rules: RuleTable, *, max_tasks: int = 32) -> None:
+    __slots__ = ("_by_name", "max_tasks", "rules")
+
+    def __init__(self, rules: RuleTable, *, max_tasks: int = MAX_TASKS) -> None:
         self.rules = rules
         self.max_tasks = max_tasks
+        self._by_name = rules.by_name
 
-    async def on_text(self, conn: Connection, text: str) -> None:
-        decision = protocol.plan(
-            text, self.rules, running=conn.task_count, max_tasks=self.max_tasks
-        )
-        if isinstance(decision, protocol.Refuse):
-            await conn.send_text(decision.reply)
+    def on_text(self, conn: Connection, text: str) -> None:
+        by_name = self._by_name
+        decision = plan(text, by_name, conn.task_count, self.max_tasks)
+        if type(decision) is Refuse:
+            conn.outbound.offer(decision.reply)
             return
-        call = decision.call
-        rule = self.rules[call.rule]
-        prepared = rule.prepare(call)
-        if isinstance(prepared, str):
-            await conn.send_text(
-                protocol.encode_error(
-                    protocol.BAD_ARGUMENTS, prepared, form=call.form, rule=call.rule, id=call.id
-                )
-            )
-            return
-        conn.start(self._run(conn, rule, prepared), name=f"tranzit-rule-{call.rule}-{conn.id}")
+        rule = by_name[decision.rule]  # type: ignore[union-attr]
+        conn.start(_run(conn, rule, decision), rule.task_name)  # type: ignore[arg-type]
 
-    async def _run(self, conn: Connection, rule: Rule, call: protocol.Call) -> None:
-        try:
-            value = rule.invoke(conn, call)
-            if isawaitable(value):  # async handlers; plain functions answer directly
-                value = await value
-            reply = protocol.encode_result(call, value, connection_style=rule.connection_style)
-            if reply is not None:
-                await conn.send_text(reply)
-        except ConnectionClosed:
-            pass  # the client went away mid-handler; nothing to tell anyone
-        except Exception as exc:
-            log.exception("websocket rule %r (app %r) raised", call.rule, rule.app)
-            message = f"{type(exc).__name__}: {exc}"
-            with contextlib.suppress(ConnectionClosed):
-                await conn.send_text(
-                    protocol.encode_error(
-                        protocol.HANDLER_ERROR, message, form=call.form, rule=call.rule, id=call.id
-                    )
-                )
-
-    async def on_binary(self, conn: Connection, data: bytes) -> None:
-        await conn.send_text(
+    def on_binary(self, conn: Connection, data: bytes) -> None:
+        conn.outbound.offer(
             protocol.encode_error(
                 protocol.BINARY_UNSUPPORTED,
                 "this endpoint takes text messages (rule|args or a JSON call)",
+            )
+        )
+
+
+async def _run(conn: Connection, rule: Rule, call: protocol.Call) -> None:
+    """One call: the handler, then its reply (or its error) on the connection's path."""
+    try:
+        value: Any = rule.invoke(conn, call)
+        # async handlers (the type check first: it is the common case, and cheap);
+        # a plain function answers directly.
+        if type(value) is types.CoroutineType or isawaitable(value):
+            value = await value
+        reply = rule.reply(call, value)
+        if reply is not None:
+            waiter = conn.outbound.write(reply)
+            if waiter is not None:
+                await waiter
+    except ConnectionClosed:
+        pass  # the client went away mid-call; nothing to tell anyone
+    except Exception as exc:
+        log.exception("websocket rule %r (app %r) raised", call.rule, rule.app)
+        message = f"{type(exc).__name__}: {exc}"
+        conn.outbound.offer(
+            protocol.encode_error(
+                protocol.HANDLER_ERROR, message, form=call.form, rule=call.rule, id=call.id
             )
         )
 
@@ -119,12 +116,12 @@ def origin_allowed(
     origin: str | None,
     host: str | None,
     allowed: Collection[str],
-    sibling_ports: Collection[int] = (),
+    same_host_ports: Collection[int] = (),
 ) -> bool:
     """Browsers send ``Origin``; it must be the serving host or listed. No header: not a browser.
 
-    ``sibling_ports``: an origin on the same host name at one of these ports is
-    accepted too (a page of the HTTP port talking to the websocket port).
+    ``same_host_ports``: an origin on the same host name at one of these ports
+    is accepted too (a page of the HTTP port talking to the websocket port).
     """
     if origin is None:
         return True
@@ -140,7 +137,7 @@ def origin_allowed(
     except ValueError:
         return False
     host_name = urlsplit(f"//{host}").hostname
-    return port in sibling_ports and parts.hostname is not None and parts.hostname == host_name
+    return port in same_host_ports and parts.hostname is not None and parts.hostname == host_name
 
 
 def websocket_endpoint(
@@ -150,10 +147,11 @@ def websocket_endpoint(
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An aiohttp handler serving the websocket protocol with ``dispatcher``."""
     allowed = frozenset(o.rstrip("/") for o in settings.allowed_origins)
+    warn_if_hooks_missing()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         origin = request.headers.get("Origin")
-        if not origin_allowed(origin, request.host, allowed, settings.sibling_ports):
+        if not origin_allowed(origin, request.host, allowed, settings.same_host_ports):
             log.warning("refused websocket from origin %r (host %r)", origin, request.host)
             raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed\n")
         ws = StrictWebSocketResponse(
@@ -170,19 +168,19 @@ def websocket_endpoint(
             # routine under load, not an error. 499 as nginx logs it; nothing is sent.
             log.debug("websocket client %s left during the handshake", request.remote)
             return web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
-        conn = Connection(ws, request, send_queue=settings.send_queue, hub=hub)
+        conn = Connection(ws, request, send_queue=hub.send_queue, hub=hub)
         hub.connections.add(conn)
+        on_text, on_binary = dispatcher.on_text, dispatcher.on_binary
         try:
             async for msg in ws:
-                if msg.type == WSMsgType.TEXT:
-                    await dispatcher.on_text(conn, msg.data)
-                elif msg.type == WSMsgType.BINARY:
-                    await dispatcher.on_binary(conn, msg.data)
-                elif msg.type == WSMsgType.ERROR:
+                kind = msg.type
+                if kind is WSMsgType.TEXT:
+                    on_text(conn, msg.data)
+                elif kind is WSMsgType.BINARY:
+                    on_binary(conn, msg.data)
+                elif kind is WSMsgType.ERROR:
                     log.info("websocket %s closed on error: %s", conn.id, ws.exception())
                     break
-        except ConnectionClosed:
-            pass
         finally:
             hub.forget(conn)
             await conn.cancel_tasks()

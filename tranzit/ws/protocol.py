@@ -3,16 +3,17 @@
 Decoding turns one incoming text message into a :class:`Call` or a
 :class:`Malformed`; encoding turns replies and errors back into text. The
 dispatch decision (run a rule, or answer with an error right away) is
-:func:`plan`. Nothing here touches a socket, so it is tested by feeding it
-strings. The wire format is documented in ``docs/protocol.md``.
+:func:`plan`, and every refusal is decided there. Nothing here touches a
+socket, so it is tested by feeding it strings. The wire format is documented
+in ``docs/protocol.md``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Container
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 __all__ = [
     "BAD_ARGUMENTS",
@@ -22,10 +23,10 @@ __all__ = [
     "TOO_MANY_TASKS",
     "UNKNOWN_RULE",
     "Call",
+    "Fits",
     "Form",
     "Malformed",
     "Refuse",
-    "Run",
     "decode",
     "encode_data",
     "encode_error",
@@ -49,13 +50,18 @@ class Call(NamedTuple):
     """A request to run ``rule`` with ``args``; replies go back in the same ``form``.
 
     A named tuple rather than a frozen dataclass: one is built per message, and
-    a tuple is several times cheaper to make.
+    a tuple is several times cheaper to make (the hot paths below build it with
+    ``_call``, without the generated ``__new__``'s defaults).
     """
 
     rule: str
     args: tuple[Any, ...]
     form: Form = "text"
     id: CallId = None
+
+
+def _call(rule: str, args: tuple[Any, ...], form: Form, call_id: CallId) -> Call:
+    return tuple.__new__(Call, (rule, args, form, call_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +84,7 @@ def decode(text: str) -> Call | Malformed:
     if not name:
         return Malformed("empty rule name", "text")
     # The original split on ',' exactly and kept everything after the first '|'.
-    return Call(name, tuple(rest.split(",")), "text")
+    return tuple.__new__(Call, (name, tuple(rest.split(",")), "text", None))
 
 
 def _decode_json(text: str) -> Call | Malformed:
@@ -104,7 +110,7 @@ def _decode_json(text: str) -> Call | Malformed:
     unknown = sorted(set(data) - {"rule", "args", "id"})
     if unknown:
         return Malformed(f"unexpected keys: {', '.join(unknown)}", "json", rule, call_id)
-    return Call(rule, tuple(args), "json", call_id)
+    return _call(rule, tuple(args), "json", call_id)
 
 
 def fit_text_args(args: tuple[str, ...], arity: int) -> tuple[str, ...]:
@@ -128,15 +134,15 @@ def encode_data(call: Call, text: str) -> str:
     return _dumps({"id": call.id, "rule": call.rule, "data": text})
 
 
-def encode_result(call: Call, value: Any, *, connection_style: bool) -> str | None:
-    """The reply when a handler returns ``value``, or ``None`` for no reply.
+def encode_result(call: Call, value: Any) -> str | None:
+    """The reply when a handler returns ``value``: ``rule|value``, a JSON result, or none.
 
-    Text-form calls of old-style handlers never got a reply for returning, so
-    they still get none; connection-style handlers answer ``rule|value``.
+    A text-form call that returns ``None`` gets no reply; a JSON call always
+    gets its result (``null`` included), so the caller's promise settles.
     """
     if call.form == "json":
         return _dumps({"id": call.id, "rule": call.rule, "result": value})
-    if connection_style and value is not None:
+    if value is not None:
         return f"{call.rule}|{value}"
     return None
 
@@ -155,10 +161,10 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
-class Run(NamedTuple):
-    """Decision: start the rule for this call (one per message, hence a tuple)."""
+class Fits(Protocol):
+    """What :func:`plan` needs of a rule: its arguments fitted to it, or why they do not fit."""
 
-    call: Call
+    def fit(self, call: Call) -> Call | str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +174,13 @@ class Refuse:
     reply: str
 
 
-def plan(text: str, rules: Container[str], *, running: int, max_tasks: int) -> Run | Refuse:
-    """Decide what one incoming message does, given the rule names and the tasks running."""
+def plan(text: str, rules: Mapping[str, Fits], running: int, max_tasks: int) -> Call | Refuse:
+    """Decide what one incoming message does, given the rules and the calls running.
+
+    Returns the call to run (its arguments fitted to ``rules[call.rule]``) or
+    the refusal to send. ``running`` counts only calls that are still waiting
+    on something: a call that answered at once is not running any more.
+    """
     message = decode(text)
     if isinstance(message, Malformed):
         return Refuse(
@@ -177,7 +188,8 @@ def plan(text: str, rules: Container[str], *, running: int, max_tasks: int) -> R
                 MALFORMED, message.reason, form=message.form, rule=message.rule, id=message.id
             )
         )
-    if message.rule not in rules:
+    rule = rules.get(message.rule)
+    if rule is None:
         return Refuse(_refusal(message, UNKNOWN_RULE, f"no rule named {message.rule!r}"))
     if running >= max_tasks:
         return Refuse(
@@ -187,7 +199,10 @@ def plan(text: str, rules: Container[str], *, running: int, max_tasks: int) -> R
                 f"this connection already runs {running} handlers (limit {max_tasks})",
             )
         )
-    return Run(message)
+    fitted = rule.fit(message)
+    if type(fitted) is str:
+        return Refuse(_refusal(message, BAD_ARGUMENTS, fitted))
+    return fitted  # type: ignore[return-value]
 
 
 def _refusal(call: Call, code: str, message: str) -> str:

@@ -18,7 +18,7 @@ import random
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .hub import BroadcastUnavailable, Deliver, Envelope
+from .backplane import BroadcastUnavailable, Deliver, Envelope
 
 __all__ = ["RedisBackend"]
 

@@ -1,151 +1,136 @@
-"""The rule table shared by all apps, and how one handler is called.
+"""The rule table shared by all apps, and the one way a handler is called.
 
-Two calling conventions, fixed per handler when the table is built:
+A rule's handler is called ``handler(conn, *args)``: the connection first,
+then the call's arguments. What it returns (or what its coroutine returns)
+is the reply. Everything a call needs that does not change per message (the
+arity that text arguments are fitted to, whether a count of arguments can
+bind) is worked out once, when the table is built.
 
-* old style ``handler(*args, send_func=..., writer=...)``, exactly as the
-  original server called it;
-* connection style ``handler(conn, *args)``, chosen when the first parameter is
-  named ``conn`` or annotated as :class:`~tranzit.ws.connection.Connection`.
+Handlers written for other conventions (the 2018 ``send_func``/``writer``
+keywords, :mod:`tranzit.compat.handlers`) come in as :class:`Rule` subclasses
+made by an ``adapt`` function given to :meth:`RuleTable.add`; this module
+knows nothing of them.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AppLoadError
-from .connection import Connection
-from .protocol import Call, encode_data, fit_text_args
+from .protocol import Call, encode_result, fit_text_args
 
-__all__ = ["Rule", "RuleTable", "Writer", "resolve", "send_func"]
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = ["Adapt", "Handler", "Rule", "RuleTable", "resolve"]
 
 Handler = Callable[..., Any]
-
-
-class Writer:
-    """The ``writer`` an old-style handler gets: sends go to its client, in its call's form."""
-
-    __slots__ = ("call", "conn")
-
-    def __init__(self, conn: Connection, call: Call) -> None:
-        self.conn = conn
-        self.call = call
-
-    async def send(self, text: str) -> None:
-        await self.conn.send_text(encode_data(self.call, str(text)))
-
-    # Some old handlers wrote through the writer object itself.
-    send_str = send
-
-
-async def send_func(writer: Writer, text: str) -> None:
-    """The old ``send_func(writer, text)``: one text message to that client."""
-    await writer.send(text)
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    name: str
-    app: str
-    handler: Handler
-    connection_style: bool
-    signature: inspect.Signature | None
-    #: Positional parameters a connection-style handler takes after ``conn``; None: any.
-    arity: int | None = None
-    #: ``(fewest, most)`` arguments when a count decides whether they bind; else None.
-    counts: tuple[int, int] | None = None
-
-    @classmethod
-    def of(cls, name: str, app: str, handler: Handler) -> Rule:
-        try:
-            signature: inspect.Signature | None = inspect.signature(handler)
-        except (TypeError, ValueError):  # builtins and some C callables have none
-            signature = None
-        style = _is_connection_style(signature)
-        return cls(
-            name,
-            app,
-            handler,
-            style,
-            signature,
-            _arity(signature, style),
-            _counts(signature, style),
-        )
-
-    def prepare(self, call: Call) -> Call | str:
-        """``call`` with its arguments fitted to the handler, or why they cannot be passed.
-
-        Text-form arguments of a connection-style handler are split only as
-        far as it has parameters (``echo|a, b`` gives ``echo(conn, 'a, b')``);
-        old-style handlers keep the original split.
-        """
-        if call.form == "text" and self.arity is not None:
-            args = fit_text_args(call.args, self.arity)
-            if args is not call.args:
-                call = Call(call.rule, args, call.form, call.id)
-        if self.signature is None:
-            return call
-        # Per message: a count check where it decides, Signature.bind (slow) otherwise.
-        if self.counts is not None and self.counts[0] <= len(call.args) <= self.counts[1]:
-            return call
-        try:
-            if self.connection_style:
-                self.signature.bind(None, *call.args)
-            else:
-                self.signature.bind(*call.args, send_func=send_func, writer=None)
-        except TypeError as exc:
-            return f"{self.name}: {exc}"
-        return call
-
-    def invoke(self, conn: Connection, call: Call) -> Any:
-        """Call the handler for ``call``; returns what it returns (maybe an awaitable)."""
-        if self.connection_style:
-            return self.handler(conn, *call.args)
-        return self.handler(*call.args, send_func=send_func, writer=Writer(conn, call))
-
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
-def _arity(signature: inspect.Signature | None, connection_style: bool) -> int | None:
-    if not connection_style or signature is None:
+def signature_of(handler: Handler) -> inspect.Signature | None:
+    try:
+        return inspect.signature(handler)
+    except (TypeError, ValueError):  # builtins and some C callables have none
         return None
-    params = list(signature.parameters.values())[1:]
-    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
-        return None
-    return sum(p.kind in _POSITIONAL for p in params)
 
 
-def _counts(signature: inspect.Signature | None, connection_style: bool) -> tuple[int, int] | None:
-    """Bounds on the argument count that make ``bind`` succeed, for plain signatures.
+def count_bounds(params: list[inspect.Parameter]) -> tuple[int, int] | None:
+    """``(fewest, most)`` positional arguments that always bind to ``params``.
 
-    Only connection-style handlers whose parameters after ``conn`` are all
-    positional (no ``*args``, no keyword-only, no ``**kwargs``): then a count
-    between the required and the total number always binds.
+    None when a count does not decide it (keyword-only parameters without a
+    default); ``most`` is large for ``*args``.
     """
-    if not connection_style or signature is None:
-        return None
-    params = list(signature.parameters.values())[1:]
-    if any(p.kind not in _POSITIONAL for p in params):
-        return None
-    required = sum(p.default is inspect.Parameter.empty for p in params)
-    return required, len(params)
-
-
-def _is_connection_style(signature: inspect.Signature | None) -> bool:
-    if signature is None:
-        return False
-    params = list(signature.parameters.values())
-    if not params or params[0].kind not in (
-        inspect.Parameter.POSITIONAL_ONLY,
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    if any(
+        p.kind is inspect.Parameter.KEYWORD_ONLY and p.default is inspect.Parameter.empty
+        for p in params
     ):
-        return False
-    first = params[0]
-    annotation = first.annotation
-    return first.name == "conn" or annotation is Connection or annotation == "Connection"
+        return None
+    positional = [p for p in params if p.kind in _POSITIONAL]
+    required = sum(p.default is inspect.Parameter.empty for p in positional)
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params):
+        return required, 1 << 30
+    return required, len(positional)
+
+
+class Rule:
+    """One named handler of one app: how its arguments are fitted and how it is called."""
+
+    __slots__ = ("_bounds", "_signature", "app", "arity", "handler", "name", "task_name")
+
+    def __init__(self, name: str, app: str, handler: Handler) -> None:
+        self.name = name
+        self.app = app
+        self.handler = handler
+        #: Tasks of this rule are named once, not per call.
+        self.task_name = f"tranzit-rule-{name}"
+        self._signature = signature_of(handler)
+        params = self._after_conn(self._signature)
+        #: Positional parameters after ``conn`` (text arguments are fitted to it); None: any.
+        self.arity: int | None = None
+        if self._signature is not None and not any(
+            p.kind is inspect.Parameter.VAR_POSITIONAL for p in params
+        ):
+            self.arity = sum(p.kind in _POSITIONAL for p in params)
+        self._bounds = count_bounds(params) if self._signature is not None else (0, 1 << 30)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} of app {self.app!r}>"
+
+    def _after_conn(self, signature: inspect.Signature | None) -> list[inspect.Parameter]:
+        """The parameters left for the call's arguments once ``conn`` is passed."""
+        if signature is None:
+            return []
+        params = list(signature.parameters.values())
+        if params and params[0].kind in _POSITIONAL:
+            return params[1:]
+        if params and params[0].kind is inspect.Parameter.VAR_POSITIONAL:
+            return params  # ``*args`` takes the connection too
+        raise AppLoadError(
+            f"app {self.app!r}: ws_rules[{self.name!r}]: expected a handler that takes the "
+            f"connection as its first argument, handler(conn, *args); found {signature}"
+        )
+
+    def fit(self, call: Call) -> Call | str:
+        """``call`` with its arguments fitted to the handler, or why they cannot be passed.
+
+        Text-form arguments are split only as far as the handler has
+        parameters (``echo|a, b`` gives ``echo(conn, 'a, b')``).
+        """
+        args = call.args
+        arity = self.arity
+        if arity is not None and len(args) != arity and call.form == "text":
+            args = fit_text_args(args, arity)
+            if args is not call.args:
+                call = call._replace(args=args)
+        bounds = self._bounds
+        if bounds is not None and bounds[0] <= len(args) <= bounds[1]:
+            return call
+        return self._bind_problem(call) or call
+
+    def _bind_problem(self, call: Call) -> str | None:
+        if self._signature is None:
+            return None
+        try:
+            self._signature.bind(None, *call.args)
+        except TypeError as exc:
+            return f"{self.name}: {exc}"
+        return None
+
+    def invoke(self, conn: Connection, call: Call) -> Any:
+        """Call the handler; returns what it returns (an awaitable for ``async def``)."""
+        return self.handler(conn, *call.args)
+
+    def reply(self, call: Call, value: Any) -> str | None:
+        """The reply to send when the handler returned ``value`` (None: no reply)."""
+        return encode_result(call, value)
+
+
+#: Builds the rule of a handler written for another convention, or None for the usual one.
+Adapt = Callable[[str, str, Handler], Rule | None]
 
 
 async def resolve(value: Any) -> Any:
@@ -161,7 +146,7 @@ class RuleTable(Mapping[str, Rule]):
     def __init__(self) -> None:
         self._rules: dict[str, Rule] = {}
 
-    def add(self, app: str, rules: Mapping[str, Handler]) -> None:
+    def add(self, app: str, rules: Mapping[str, Handler], *, adapt: Adapt | None = None) -> None:
         for name, handler in rules.items():
             if not isinstance(name, str) or not name or "|" in name:
                 raise AppLoadError(
@@ -178,10 +163,19 @@ class RuleTable(Mapping[str, Rule]):
                     f"websocket rule {name!r} is defined by both app {existing.app!r} "
                     f"and app {app!r}"
                 )
-            self._rules[name] = Rule.of(name, app, handler)
+            adapted = adapt(name, app, handler) if adapt is not None else None
+            self._rules[name] = adapted if adapted is not None else Rule(name, app, handler)
 
     def __getitem__(self, name: str) -> Rule:
         return self._rules[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self._rules.get(name, default)
+
+    @property
+    def by_name(self) -> dict[str, Rule]:
+        """The rules as a plain dict (the dispatcher's per-message lookups)."""
+        return self._rules
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._rules)
@@ -193,7 +187,9 @@ class RuleTable(Mapping[str, Rule]):
         return name in self._rules
 
     @classmethod
-    def from_dict(cls, rules: Mapping[str, Handler], app: str = "main") -> RuleTable:
+    def from_dict(
+        cls, rules: Mapping[str, Handler], app: str = "main", *, adapt: Adapt | None = None
+    ) -> RuleTable:
         table = cls()
-        table.add(app, rules)
+        table.add(app, rules, adapt=adapt)
         return table

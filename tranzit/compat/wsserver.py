@@ -1,4 +1,4 @@
-"""The original standalone ``WebSocketServer(host, port, api)``, on the shared endpoint."""
+"""The 2018 standalone ``WebSocketServer(host, port, api)``, on the core's endpoint."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, web
 
-from .connection import Connection, ConnectionClosed, ConnectionRegistry
-from .endpoint import REGISTRY, EndpointSettings, websocket_endpoint
-from .hub import HUB, Hub
-from .rules import resolve
+from ..serve import run_coroutine, run_until_signal, start_site
+from ..ws.connection import Connection, ConnectionClosed, ConnectionRegistry
+from ..ws.endpoint import EndpointSettings, websocket_endpoint
+from ..ws.hub import HUB, Hub
+from ..ws.limits import HEARTBEAT, MAX_MESSAGE_SIZE, MAX_TASKS, SEND_QUEUE
+from ..ws.rules import resolve
 
 __all__ = ["LegacyApi", "WebSocketServer"]
 
@@ -23,26 +25,29 @@ class LegacyApi(Protocol):
 
 
 class _ApiDispatcher:
-    """Hands each message to the old ``api`` object, as a task tracked by its connection."""
+    """Hands each message to the old ``api`` object, as a task owned by its connection."""
 
     def __init__(self, api: Any, max_tasks: int) -> None:
         self.api = api
         self.max_tasks = max_tasks
 
-    async def on_text(self, conn: Connection, text: str) -> None:
-        await self._start(conn, "handle_text", text)
+    def on_text(self, conn: Connection, text: str) -> None:
+        self._start(conn, "handle_text", text)
 
-    async def on_binary(self, conn: Connection, data: bytes) -> None:
-        await self._start(conn, "handle_binary", data)
+    def on_binary(self, conn: Connection, data: bytes) -> None:
+        self._start(conn, "handle_binary", data)
 
-    async def _start(self, conn: Connection, method: str, payload: str | bytes) -> None:
+    def _start(self, conn: Connection, method: str, payload: str | bytes) -> None:
         handler = getattr(self.api, method, None)
         if handler is None:
             log.warning("api %r has no %s(); message dropped", type(self.api).__name__, method)
             return
         if conn.task_count >= self.max_tasks:
             log.warning("connection %s runs %d handlers; closing it", conn.id, conn.task_count)
-            await conn.close(WSCloseCode.TRY_AGAIN_LATER, "too many running handlers")
+            conn.start(
+                conn.close(WSCloseCode.TRY_AGAIN_LATER, "too many running handlers"),
+                f"tranzit-close-{conn.id}",
+            )
             return
         conn.start(self._run(handler, conn, payload), name=f"tranzit-{method}-{conn.id}")
 
@@ -60,7 +65,8 @@ class WebSocketServer:
 
     ``handle_binary(loop, writer, data)`` gets bytes. Fragmented messages are
     reassembled before they reach the api, so ``handle_buffered`` is never
-    called; it may still exist on old classes.
+    called; it may still exist on old classes. The ``writer`` is the client's
+    :class:`~tranzit.ws.connection.Connection`.
     """
 
     def __init__(
@@ -69,10 +75,10 @@ class WebSocketServer:
         port: int = 19719,
         api: Any = None,
         *,
-        max_message_size: int = 1024 * 1024,
-        heartbeat: float | None = 20.0,
-        max_tasks: int = 32,
-        send_queue: int = 64,
+        max_message_size: int = MAX_MESSAGE_SIZE,
+        heartbeat: float | None = HEARTBEAT,
+        max_tasks: int = MAX_TASKS,
+        send_queue: int = SEND_QUEUE,
         allowed_origins: tuple[str, ...] = (),
     ) -> None:
         if api is None:
@@ -80,9 +86,9 @@ class WebSocketServer:
         self.host = host
         self.port = port
         self.api = api
-        self.hub = Hub(outbox_size=send_queue)
+        self.hub = Hub(send_queue=send_queue)
         self.registry: ConnectionRegistry = self.hub.connections
-        settings = EndpointSettings(max_message_size, heartbeat, send_queue, allowed_origins)
+        settings = EndpointSettings(max_message_size, heartbeat, allowed_origins)
         self._handler = websocket_endpoint(_ApiDispatcher(api, max_tasks), settings, self.hub)
         self._runner: web.AppRunner | None = None
 
@@ -98,7 +104,6 @@ class WebSocketServer:
     def make_app(self) -> web.Application:
         app = web.Application()
         app[HUB] = self.hub
-        app[REGISTRY] = self.registry
         app.router.add_get("/{path:.*}", self._handler)
 
         async def close_connections(app: web.Application) -> None:
@@ -108,8 +113,6 @@ class WebSocketServer:
         return app
 
     async def start(self) -> None:
-        from ..serve import start_site
-
         self._runner = web.AppRunner(self.make_app(), shutdown_timeout=1.0)
         await self._runner.setup()
         self.port = await start_site(self._runner, self.host, self.port)
@@ -121,7 +124,6 @@ class WebSocketServer:
 
     def run_forever(self) -> None:
         """Serve until SIGINT/SIGTERM; exits cleanly, closing clients with 1001."""
-        from ..serve import run_coroutine, run_until_signal
 
         async def main() -> None:
             await self.start()

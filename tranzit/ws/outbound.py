@@ -1,0 +1,256 @@
+"""One ordered, bounded path for every frame to one client.
+
+Rule replies, pushes from endless rules, ``send_func``, ``hub.send``, group
+messages and broadcasts all go through a connection's :class:`Outbound`, so
+a client receives them in the order they were produced, compressed or not.
+
+* **Write-through**: with nothing waiting, a frame is handed to aiohttp's
+  writer at once (its send coroutine is driven one step, which finishes
+  unless aiohttp has to wait: a paused transport, or a large compressed frame
+  going to a thread). Only then do later frames queue behind it, and one task
+  per connection (made when needed) sends them in order.
+* **Bounded**: at most ``limit`` frames wait for one client. The one over the
+  limit is refused, and the client is closed with 1013 (try again later):
+  a client that stops reading cannot grow the server's memory.
+* **Backpressure for one producer**: :meth:`Outbound.write` returns a future
+  when its frame had to queue; a sender that awaits it (``conn.send_text``)
+  never has more than one frame waiting. Deliveries that must not wait on a
+  client (``hub.send_group``) use :meth:`Outbound.offer`.
+
+:class:`CorkedTransport` sits between aiohttp's writer and the socket: what one
+turn of the event loop writes to a client leaves in one system call instead
+of one per frame (``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import types
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
+
+from aiohttp import web
+
+__all__ = ["ConnectionClosed", "CorkedTransport", "Outbound"]
+
+
+Payload = str | bytes
+
+
+class ConnectionClosed(ConnectionError):
+    """Raised by a send on a connection that has closed; ends the handler quietly."""
+
+
+class CorkedTransport:
+    """The transport aiohttp's websocket writer writes to: one ``write`` per loop turn.
+
+    Writes are collected and passed on together by a callback scheduled on the
+    first of them, which runs after everything the loop had ready, or at once
+    when they reach ``limit`` bytes or a control frame (ping, pong, close) is
+    written, so a close never waits behind data and aiohttp's flow control
+    sees the real transport's buffer.
+    """
+
+    __slots__ = ("_chunks", "_limit", "_loop", "_real", "_scheduled", "_size")
+
+    def __init__(self, real: asyncio.Transport, *, limit: int = 64 * 1024) -> None:
+        self._real = real
+        self._loop = asyncio.get_running_loop()
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._limit = limit
+        self._scheduled = False
+
+    def write(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        # A frame's first byte: opcodes 0x8-0xF (bit 3) are control frames. Payload
+        # bytes written on their own may look like one too: that only flushes early.
+        if self._size >= self._limit or data[0] & 0x08:
+            self.flush()
+        elif not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def schedule(self) -> None:
+        """Flush after what the loop has ready now: the reader feeding this turn's replies."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        chunks = self._chunks
+        if not chunks:
+            return
+        self._chunks = []
+        self._size = 0
+        if not self._real.is_closing():
+            self._real.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+
+    def is_closing(self) -> bool:
+        return self._real.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._real.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return self._real.get_write_buffer_size() + self._size
+
+    def close(self) -> None:
+        self.flush()
+        self._real.close()
+
+    def abort(self) -> None:
+        self._chunks = []
+        self._real.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Generator[Any, None, None]:
+    """Finish ``coro``, which already ran up to awaiting ``waiting`` (a future)."""
+    while True:
+        try:
+            yield waiting
+        except BaseException as exc:  # a cancellation (or anything) thrown into the task
+            try:
+                waiting = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = coro.send(None)
+            except StopIteration:
+                return
+
+
+class Outbound:
+    """The frames on their way to one client (see the module's docstring)."""
+
+    __slots__ = ("_busy", "_full", "_id", "_limit", "_on_full", "_pump", "_queue", "_ws")
+
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        *,
+        limit: int,
+        on_full: Callable[[], None],
+        name: str = "",
+    ) -> None:
+        self._ws = ws
+        self._limit = limit
+        self._on_full = on_full
+        self._id = name
+        self._queue: deque[tuple[Payload, asyncio.Future[None] | None]] = deque()
+        self._busy = False  # a send is under way: later frames wait in the queue
+        self._full = False  # overflowed: the client is being closed, nothing more goes out
+        self._pump: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def write(self, data: Payload) -> asyncio.Future[None] | None:
+        """Send ``data`` after everything before it.
+
+        Returns None when it was handed to the transport at once, else a future
+        done once it has been. Raises :class:`ConnectionClosed` when the client
+        is gone or is being closed for not reading.
+        """
+        if self._busy:
+            return self._enqueue(data, True)
+        ws = self._ws
+        if ws.closed or self._full:
+            raise ConnectionClosed(f"connection {self._id} is closed")
+        # _send_now, inlined: this is every reply's path.
+        coro = ws.send_str(data) if type(data) is str else ws.send_bytes(data)  # type: ignore[arg-type]
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return None
+        except ConnectionError as exc:
+            raise ConnectionClosed(f"connection {self._id} is closed") from exc
+        self._continue(coro, waiting)
+        return None
+
+    def offer(self, data: Payload) -> None:
+        """Send ``data`` after everything before it, never waiting (deliveries).
+
+        A client that is gone, or over its limit, is skipped.
+        """
+        try:
+            if self._busy:
+                self._enqueue(data, False)
+            elif not self._ws.closed and not self._full:
+                self._send_now(data)
+        except ConnectionClosed:
+            pass
+
+    def _send_now(self, data: Payload) -> None:
+        ws = self._ws
+        coro = ws.send_str(data) if type(data) is str else ws.send_bytes(data)  # type: ignore[arg-type]
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+        except ConnectionError as exc:  # aiohttp: "Cannot write to closing transport"
+            raise ConnectionClosed(f"connection {self._id} is closed") from exc
+        self._continue(coro, waiting)
+
+    def _continue(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
+        """aiohttp has to wait: the rest of this send, then the queue, go on in a task."""
+        self._busy = True
+        self._pump = asyncio.get_running_loop().create_task(
+            self._drain(_resume(coro, waiting)), name=f"tranzit-outbound-{self._id}"
+        )
+
+    def _enqueue(self, data: Payload, wait: bool) -> asyncio.Future[None] | None:
+        if self._full or self._ws.closed:
+            raise ConnectionClosed(f"connection {self._id} is closed")
+        if len(self._queue) >= self._limit:
+            self._full = True
+            self._on_full()
+            raise ConnectionClosed(f"connection {self._id} is too slow; closing it")
+        waiter = asyncio.get_running_loop().create_future() if wait else None
+        self._queue.append((data, waiter))
+        return waiter
+
+    async def _drain(self, first: Any) -> None:
+        ws, queue = self._ws, self._queue
+        try:
+            await first
+            while queue:
+                data, waiter = queue.popleft()
+                if isinstance(data, str):
+                    await ws.send_str(data)
+                else:
+                    await ws.send_bytes(data)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+        except ConnectionError:
+            self._fail_waiting()
+        except asyncio.CancelledError:
+            self._fail_waiting()
+            raise
+        finally:
+            self._busy = False
+            self._pump = None
+
+    def _fail_waiting(self) -> None:
+        while self._queue:
+            _, waiter = self._queue.popleft()
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(ConnectionClosed(f"connection {self._id} is closed"))
+
+    async def close(self) -> None:
+        """Stop sending (the connection is closing): what still waits is dropped."""
+        pump = self._pump
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await pump
+        self._fail_waiting()
