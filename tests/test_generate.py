@@ -428,7 +428,7 @@ def test_force_writes_over_an_existing_project(tmp_path: Path) -> None:
         force=True,
     )
     assert again == project
-    assert "MainServer" in (project / "main.py").read_text()
+    assert "tranzit.cli import main" in (project / "main.py").read_text()
     assert (project / "notes.txt").read_text() == "mine"  # --force overwrites, it does not wipe
     assert yaml.safe_load((project / "server.yml").read_text())["http_port"] == 8123
 

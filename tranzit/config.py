@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import yaml
 
+from . import limits
 from .errors import ConfigError
 
 __all__ = [
@@ -50,10 +51,10 @@ class Config:
     secret_key: str | None = field(default=None, repr=False)
     ws_path: str = "/ws"
     ws_allowed_origins: tuple[str, ...] = ()
-    ws_max_message_size: int = 1024 * 1024
-    ws_heartbeat: float = 20.0
-    ws_max_tasks: int = 32
-    ws_send_queue: int = 64
+    ws_max_message_size: int = limits.MAX_MESSAGE_SIZE
+    ws_heartbeat: float = limits.HEARTBEAT
+    ws_max_tasks: int = limits.MAX_TASKS
+    ws_send_queue: int = limits.SEND_QUEUE
     log_level: LogLevel = "info"
     static_url: str = "/static"
     shutdown_timeout: float = 1.5

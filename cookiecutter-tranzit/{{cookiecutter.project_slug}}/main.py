@@ -1,13 +1,12 @@
-"""Start the project: HTTP and the websocket server, as server.yml configures them.
+"""``python main.py`` serves the project for development, as ``tranzit run`` does here.
 
-``python main.py`` does the same as ``tranzit run`` in this directory.
+Options go on to ``tranzit run`` (``python main.py --help``).
 """
 
-import os
+import sys
+from pathlib import Path
 
-from tranzit.web import MainServer
-
-PROJECT_DIR = os.path.dirname(os.path.abspath(__file__))
+from tranzit.cli import main
 
 if __name__ == "__main__":
-    MainServer("server.yml", PROJECT_DIR).run()
+    sys.exit(main(["run", "--project", str(Path(__file__).resolve().parent), *sys.argv[1:]]))

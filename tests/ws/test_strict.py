@@ -104,3 +104,45 @@ def test_nothing_is_passed_on_after_the_failure() -> None:
     assert queue.exception is not None
     assert bytes(inner.fed) == b""
     assert results[-1] == (False, b"")
+
+
+# -- the private aiohttp names the hooks use ----------------------------------------------
+
+
+def test_every_private_name_the_hooks_use_exists_in_this_aiohttp() -> None:
+    from aiohttp import web_protocol
+    from aiohttp.web import WebSocketResponse
+
+    from tranzit.ws.strict import PRIVATE_NAMES, missing_hooks
+
+    assert missing_hooks() == []
+    assert hasattr(WebSocketResponse, "_post_start")
+    for name in ("_payload_parser", "_message_tail"):
+        assert name in web_protocol.RequestHandler.__slots__
+    assert set(PRIVATE_NAMES) == {
+        "aiohttp.web.WebSocketResponse._post_start",
+        "aiohttp.web_protocol.RequestHandler._payload_parser",
+        "aiohttp.web_protocol.RequestHandler._message_tail",
+    }
+
+
+def test_a_missing_hook_is_named_once_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import aiohttp
+    from aiohttp import web_protocol
+
+    from tranzit.ws import strict
+
+    slots = tuple(n for n in web_protocol.RequestHandler.__slots__ if n != "_message_tail")
+    monkeypatch.setattr(web_protocol.RequestHandler, "__slots__", slots)
+    monkeypatch.delattr(web_protocol.RequestHandler, "_message_tail")
+    monkeypatch.setattr(strict, "_warned", False)
+    assert strict.missing_hooks() == ["aiohttp.web_protocol.RequestHandler._message_tail"]
+    with caplog.at_level("WARNING", logger="tranzit.ws"):
+        strict.warn_if_hooks_missing()
+        strict.warn_if_hooks_missing()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert aiohttp.__version__ in warnings[0] and "_message_tail" in warnings[0]
+    assert "unmasked-frame check is off" in warnings[0]

@@ -8,11 +8,11 @@ from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, web
 
+from ..limits import HEARTBEAT, MAX_MESSAGE_SIZE, MAX_TASKS, SEND_QUEUE
 from ..serve import run_coroutine, run_until_signal, start_site
 from ..ws.connection import Connection, ConnectionClosed, ConnectionRegistry
 from ..ws.endpoint import EndpointSettings, websocket_endpoint
 from ..ws.hub import HUB, Hub
-from ..ws.limits import HEARTBEAT, MAX_MESSAGE_SIZE, MAX_TASKS, SEND_QUEUE
 from ..ws.rules import resolve
 
 __all__ = ["LegacyApi", "WebSocketServer"]

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, web
 
-from .limits import SEND_QUEUE
+from ..limits import SEND_QUEUE
 from .outbound import ConnectionClosed, Outbound
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionRegistry", "Membership"]

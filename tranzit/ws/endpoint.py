@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
+from ..limits import HEARTBEAT, MAX_MESSAGE_SIZE, MAX_TASKS
 from . import protocol
 from .connection import Connection, ConnectionClosed
 from .hub import Hub
-from .limits import HEARTBEAT, MAX_MESSAGE_SIZE, MAX_TASKS
 from .protocol import Refuse, plan
 from .rules import Rule, RuleTable
 from .strict import StrictWebSocketResponse, warn_if_hooks_missing

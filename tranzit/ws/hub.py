@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from ..errors import TranzitError
+from ..limits import SEND_QUEUE
 from .backplane import Backend, BroadcastUnavailable, Envelope, LocalBackend
 from .connection import Connection, ConnectionRegistry
-from .limits import SEND_QUEUE
 
 __all__ = ["HUB", "BroadcastUnavailable", "Envelope", "Hub", "create_backend"]
 

@@ -1,7 +1,10 @@
 """Websocket rules of the {{ cookiecutter.first_app }} app: a clock, an echo and a chat room.
 
-A rule runs as its own task per call; when the client goes away, tranzit
-cancels it, so an endless rule needs no clean-up of its own.
+A rule is called ``rule(conn, *args)`` for each message ``rule|arg1,arg2`` (or
+its JSON form) and what it returns is the reply. Each call runs as its own
+task; when the client goes away, tranzit cancels it, so an endless rule needs
+no clean-up of its own. Everything sent to one client (replies, pushes, group
+messages) reaches it in the order it was sent.
 """
 
 import asyncio
@@ -12,19 +15,18 @@ import time
 from tranzit.ws import BroadcastUnavailable, Connection
 
 
-async def clock(*args, **kwargs):
-    """Old style (``send_func``/``writer``): push the server's time every second, forever.
+async def clock(conn: Connection) -> None:
+    """Push the server's time every second, forever (``clock|`` starts it).
 
     Each message is ``clock|HH:MM:SS``, which the page's ``tz.on("clock", ...)`` shows.
     """
-    send_func, writer = kwargs["send_func"], kwargs["writer"]
     while True:
-        await send_func(writer, "clock|" + time.strftime("%H:%M:%S"))
+        await conn.send_text("clock|" + time.strftime("%H:%M:%S"))
         await asyncio.sleep(1)
 
 
 async def echo(conn: Connection, text: str) -> str:
-    """Connection style: the return value is the reply (``echo|<text>``, or a JSON result)."""
+    """The return value is the reply: ``echo|<text>``, or the result of a JSON call."""
     return text
 
 
