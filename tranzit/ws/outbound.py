@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 __all__ = ["ConnectionClosed", "CorkedTransport", "Outbound"]
 
@@ -132,7 +132,17 @@ def _resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Generator[Any, None
 class Outbound:
     """The frames on their way to one client (see the module's docstring)."""
 
-    __slots__ = ("_busy", "_full", "_id", "_limit", "_on_full", "_pump", "_queue", "_ws")
+    __slots__ = (
+        "_busy",
+        "_frames",
+        "_full",
+        "_id",
+        "_limit",
+        "_on_full",
+        "_pump",
+        "_queue",
+        "_ws",
+    )
 
     def __init__(
         self,
@@ -143,6 +153,9 @@ class Outbound:
         name: str = "",
     ) -> None:
         self._ws = ws
+        # aiohttp's frame writer when the response exposes it (StrictWebSocketResponse):
+        # a text frame is then one coroutine instead of two. Else ws.send_str.
+        self._frames = getattr(ws, "frame_writer", None)
         self._limit = limit
         self._on_full = on_full
         self._id = name
@@ -167,7 +180,7 @@ class Outbound:
         if ws.closed or self._full:
             raise ConnectionClosed(f"connection {self._id} is closed")
         # _send_now, inlined: this is every reply's path.
-        coro = ws.send_str(data) if type(data) is str else ws.send_bytes(data)  # type: ignore[arg-type]
+        coro = self._start_send(data)
         try:
             waiting = coro.send(None)
         except StopIteration:
@@ -190,9 +203,17 @@ class Outbound:
         except ConnectionClosed:
             pass
 
+    def _start_send(self, data: Payload) -> Coroutine[Any, Any, None]:
+        """The send coroutine of one frame (not started)."""
+        if type(data) is str:
+            frames = self._frames
+            if frames is not None:
+                return frames.send_frame(data.encode(), WSMsgType.TEXT)  # type: ignore[no-any-return]
+            return self._ws.send_str(data)
+        return self._ws.send_bytes(data)  # type: ignore[arg-type]
+
     def _send_now(self, data: Payload) -> None:
-        ws = self._ws
-        coro = ws.send_str(data) if type(data) is str else ws.send_bytes(data)  # type: ignore[arg-type]
+        coro = self._start_send(data)
         try:
             waiting = coro.send(None)
         except StopIteration:
@@ -220,15 +241,12 @@ class Outbound:
         return waiter
 
     async def _drain(self, first: Any) -> None:
-        ws, queue = self._ws, self._queue
+        queue = self._queue
         try:
             await first
             while queue:
                 data, waiter = queue.popleft()
-                if isinstance(data, str):
-                    await ws.send_str(data)
-                else:
-                    await ws.send_bytes(data)
+                await self._start_send(data)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
         except ConnectionError:
