@@ -7,6 +7,8 @@ any other is called ``handler(conn, *args)``.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -120,3 +122,107 @@ async def test_both_conventions_answer(client: TestClient[web.Request, web.Appli
         "result": "ignored in the text form",
     }
     await ws.close()
+
+
+# -- calls that cannot wait run without a task -------------------------------------------
+
+LAST: contextvars.ContextVar[str] = contextvars.ContextVar("last", default="unset")
+
+
+async def remembers(conn, text):  # no await: it cannot wait
+    before = LAST.get()
+    LAST.set(text)
+    return f"{before}->{text}"
+
+
+async def waits(conn, seconds):
+    await asyncio.sleep(float(seconds))
+    return "waited"
+
+
+class Scope:
+    async def __aenter__(self) -> Scope:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+async def waits_in_a_with(conn):
+    async with Scope():
+        return asyncio.current_task() is not None
+
+
+def plain(conn):
+    return "plain"
+
+
+def returns_a_coroutine(conn, text):
+    return remembers(conn, text.upper())
+
+
+async def raises(conn):
+    raise LookupError("no such thing")
+
+
+class Callable:
+    async def __call__(self, conn):
+        return "object"
+
+
+@pytest.mark.parametrize(
+    ("handler", "inline"),
+    [
+        (remembers, True),
+        (plain, True),
+        (returns_a_coroutine, True),
+        (raises, True),
+        (waits, False),
+        (waits_in_a_with, False),
+        (Callable(), False),
+        (old_star, False),  # a 2018 handler awaits send_func
+    ],
+    ids=lambda v: getattr(v, "__name__", type(v).__name__),
+)
+def test_what_can_wait_is_decided_once_per_rule(handler: Any, inline: bool) -> None:
+    assert RuleTable.from_dict({"r": handler}, adapt=adapt)["r"].inline is inline
+
+
+async def test_calls_that_cannot_wait_behave_as_calls_in_tasks() -> None:
+    rules = RuleTable.from_dict(
+        {
+            "remember": remembers,
+            "wait": waits,
+            "with": waits_in_a_with,
+            "plain": plain,
+            "coro": returns_a_coroutine,
+            "raises": raises,
+            "object": Callable(),
+        },
+        adapt=adapt,
+    )
+    app = create_app(Config(apps=("main",)), Project(root=Path("."), rules=rules))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        ws = await client.ws_connect("/ws")
+        # Each call has its own copy of the context: nothing leaks into the next one.
+        for text in ("a", "b"):
+            await ws.send_str(f"remember|{text}")
+            assert await ws.receive_str(timeout=5) == f"remember|unset->{text}"
+        for sent, expected in [
+            ("plain|", "plain|plain"),
+            ("coro|x", "coro|unset->X"),
+            ("object|", "object|object"),
+            ("with|", "with|True"),  # async with may wait: it runs as its own task
+        ]:
+            await ws.send_str(sent)
+            assert await ws.receive_str(timeout=5) == expected
+        await ws.send_str("raises|")
+        assert await ws.receive_str(timeout=5) == (
+            "error|handler_error,raises,LookupError: no such thing"
+        )
+        # A waiting call does not hold up one that cannot wait.
+        await ws.send_str("wait|0.3")
+        await ws.send_str("remember|c")
+        assert await ws.receive_str(timeout=5) == "remember|unset->c"
+        assert await ws.receive_str(timeout=5) == "wait|waited"
+        await ws.close()

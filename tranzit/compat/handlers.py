@@ -30,11 +30,12 @@ _KEYWORDS = frozenset({"send_func", "writer"})
 class Writer:
     """The ``writer`` a 2018 handler gets: sends go to its client, in its call's form."""
 
-    __slots__ = ("call", "conn")
+    __slots__ = ("_out", "call", "conn")
 
     def __init__(self, conn: Connection, call: Call) -> None:
         self.conn = conn
         self.call = call
+        self._out = conn.outbound
 
     async def send(self, text: str) -> None:
         await send_func(self, text)
@@ -52,7 +53,7 @@ async def send_func(writer: Writer, text: str) -> None:
     call = writer.call
     if type(text) is not str:
         text = str(text)
-    waiter = writer.conn.outbound.write(text if call.form == "text" else encode_data(call, text))
+    waiter = writer._out.write(text if call.form == "text" else encode_data(call, text))
     if waiter is not None:
         await waiter
 
@@ -80,6 +81,7 @@ class LegacyRule(Rule):
     def __init__(self, name: str, app: str, handler: Handler) -> None:
         super().__init__(name, app, handler)
         self.arity = None  # the original split is kept as it is
+        self.inline = False  # it answers through send_func: a coroutine it awaits
 
     def _after_conn(self, signature: inspect.Signature | None) -> list[inspect.Parameter]:
         # No connection first; send_func and writer come as keywords.

@@ -57,7 +57,7 @@ class Connection:
     when frames are already waiting for this client it waits its turn.
     """
 
-    __slots__ = ("_out", "_tasks", "_ws", "hub", "id", "request", "state")
+    __slots__ = ("_cork", "_out", "_tasks", "_ws", "hub", "id", "request", "state")
 
     def __init__(
         self,
@@ -72,6 +72,7 @@ class Connection:
         self.state: dict[str, Any] = {}
         self.hub = hub
         self._ws = ws
+        self._cork = getattr(ws, "cork", None)
         self._out = Outbound(ws, limit=send_queue, on_full=self._too_slow, name=self.id)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -158,6 +159,8 @@ class Connection:
         if not task.done():
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            if self._cork is not None:  # its first step's replies join the batch
+                self._cork.schedule()
         return task
 
     async def cancel_tasks(self) -> None:

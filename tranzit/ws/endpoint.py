@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import types
 from collections.abc import Awaitable, Callable, Collection
+from contextvars import copy_context
 from dataclasses import dataclass
 from inspect import isawaitable
 from typing import Any, Protocol
@@ -22,6 +23,7 @@ from ..limits import HEARTBEAT, MAX_MESSAGE_SIZE, MAX_TASKS
 from . import protocol
 from .connection import Connection, ConnectionClosed
 from .hub import Hub
+from .outbound import resume
 from .protocol import Refuse, plan
 from .rules import Rule, RuleTable
 from .strict import StrictWebSocketResponse, warn_if_hooks_missing
@@ -78,7 +80,10 @@ class RuleDispatcher:
             conn.outbound.offer(decision.reply)
             return
         rule = by_name[decision.rule]  # type: ignore[union-attr]
-        conn.start(_run(conn, rule, decision), rule.task_name)  # type: ignore[arg-type]
+        if rule.inline:
+            _run_inline(conn, rule, decision)  # type: ignore[arg-type]
+        else:
+            conn.start(_run(conn, rule, decision), rule.task_name)  # type: ignore[arg-type]
 
     def on_binary(self, conn: Connection, data: bytes) -> None:
         conn.outbound.offer(
@@ -87,6 +92,58 @@ class RuleDispatcher:
                 "this endpoint takes text messages (rule|args or a JSON call)",
             )
         )
+
+
+def _run_inline(conn: Connection, rule: Rule, call: protocol.Call) -> None:
+    """A call that cannot wait (:func:`~tranzit.ws.rules.cannot_wait`), run now.
+
+    In a copy of the context, as a task would run it; no task is made, as
+    there is nothing a task would be needed for (it cannot suspend, so there
+    is nothing to cancel). Its reply does not wait either.
+    """
+    context = copy_context()
+    try:
+        value: Any = context.run(rule.handler, conn, *call.args)
+        if type(value) is types.CoroutineType:
+            try:
+                waiting = context.run(value.send, None)
+            except StopIteration as done:
+                value = done.value
+            else:  # it did wait after all: the rest of it runs as a task
+                later = resume(value, waiting)
+                conn.start(_finish(conn, rule, call, later), rule.task_name)
+                return
+        elif isawaitable(value):  # a plain function returned something to await
+            conn.start(_finish(conn, rule, call, value), rule.task_name)
+            return
+        reply = rule.reply(call, value)
+        if reply is not None:
+            conn.outbound.offer(reply)
+    except Exception as exc:
+        _failed(conn, rule, call, exc)
+
+
+async def _finish(conn: Connection, rule: Rule, call: protocol.Call, awaitable: Any) -> None:
+    try:
+        reply = rule.reply(call, await awaitable)
+        if reply is not None:
+            waiter = conn.outbound.write(reply)
+            if waiter is not None:
+                await waiter
+    except ConnectionClosed:
+        pass
+    except Exception as exc:
+        _failed(conn, rule, call, exc)
+
+
+def _failed(conn: Connection, rule: Rule, call: protocol.Call, exc: Exception) -> None:
+    log.error("websocket rule %r (app %r) raised", call.rule, rule.app, exc_info=exc)
+    message = f"{type(exc).__name__}: {exc}"
+    conn.outbound.offer(
+        protocol.encode_error(
+            protocol.HANDLER_ERROR, message, form=call.form, rule=call.rule, id=call.id
+        )
+    )
 
 
 async def _run(conn: Connection, rule: Rule, call: protocol.Call) -> None:
@@ -108,13 +165,7 @@ async def _run(conn: Connection, rule: Rule, call: protocol.Call) -> None:
     except ConnectionClosed:
         pass  # the client went away mid-call; nothing to tell anyone
     except Exception as exc:
-        log.exception("websocket rule %r (app %r) raised", call.rule, rule.app)
-        message = f"{type(exc).__name__}: {exc}"
-        conn.outbound.offer(
-            protocol.encode_error(
-                protocol.HANDLER_ERROR, message, form=call.form, rule=call.rule, id=call.id
-            )
-        )
+        _failed(conn, rule, call, exc)
 
 
 def origin_allowed(

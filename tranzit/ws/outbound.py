@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-__all__ = ["ConnectionClosed", "CorkedTransport", "Outbound"]
+__all__ = ["ConnectionClosed", "CorkedTransport", "Outbound", "resume"]
 
 
 Payload = str | bytes
@@ -44,16 +44,19 @@ class ConnectionClosed(ConnectionError):
 
 
 class CorkedTransport:
-    """The transport aiohttp's websocket writer writes to: one ``write`` per loop turn.
+    """The transport aiohttp's websocket writer writes to: the replies to one read, one write.
 
-    Writes are collected and passed on together by a callback scheduled on the
-    first of them, which runs after everything the loop had ready, or at once
-    when they reach ``limit`` bytes or a control frame (ping, pong, close) is
+    When bytes arrive from the client, :meth:`schedule` arms it: until the
+    callback it schedules (right behind the reader's turn, or behind the calls
+    it started, on Pythons without eager tasks) has run, writes are collected,
+    and then passed on together. They are passed on at once when
+    they reach ``limit`` bytes or a control frame (ping, pong, close) is
     written, so a close never waits behind data and aiohttp's flow control
-    sees the real transport's buffer.
+    sees the real transport's buffer. Unarmed (a push, a group message between
+    reads), a write goes straight through: one frame gains nothing by waiting.
     """
 
-    __slots__ = ("_chunks", "_limit", "_loop", "_real", "_scheduled", "_size")
+    __slots__ = ("_armed", "_chunks", "_limit", "_loop", "_real", "_size")
 
     def __init__(self, real: asyncio.Transport, *, limit: int = 64 * 1024) -> None:
         self._real = real
@@ -61,27 +64,30 @@ class CorkedTransport:
         self._chunks: list[bytes] = []
         self._size = 0
         self._limit = limit
-        self._scheduled = False
+        self._armed = 0  # callbacks scheduled by schedule() that have not run yet
 
     def write(self, data: bytes) -> None:
+        if not self._armed:
+            self._real.write(data)
+            return
         self._chunks.append(data)
         self._size += len(data)
         # A frame's first byte: opcodes 0x8-0xF (bit 3) are control frames. Payload
         # bytes written on their own may look like one too: that only flushes early.
         if self._size >= self._limit or data[0] & 0x08:
             self.flush()
-        elif not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
 
     def schedule(self) -> None:
-        """Flush after what the loop has ready now: the reader feeding this turn's replies."""
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self.flush)
+        """Collect writes until after what the loop has ready now (the reader's turn)."""
+        self._armed += 1
+        self._loop.call_soon(self._release)
+
+    def _release(self) -> None:
+        self._armed -= 1
+        if not self._armed:
+            self.flush()
 
     def flush(self) -> None:
-        self._scheduled = False
         chunks = self._chunks
         if not chunks:
             return
@@ -112,7 +118,7 @@ class CorkedTransport:
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Generator[Any, None, None]:
+def resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Generator[Any, None, None]:
     """Finish ``coro``, which already ran up to awaiting ``waiting`` (a future)."""
     while True:
         try:
@@ -226,7 +232,7 @@ class Outbound:
         """aiohttp has to wait: the rest of this send, then the queue, go on in a task."""
         self._busy = True
         self._pump = asyncio.get_running_loop().create_task(
-            self._drain(_resume(coro, waiting)), name=f"tranzit-outbound-{self._id}"
+            self._drain(resume(coro, waiting)), name=f"tranzit-outbound-{self._id}"
         )
 
     def _enqueue(self, data: Payload, wait: bool) -> asyncio.Future[None] | None:

@@ -14,6 +14,7 @@ knows nothing of them.
 
 from __future__ import annotations
 
+import dis
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,41 @@ def signature_of(handler: Handler) -> inspect.Signature | None:
         return None
 
 
+# What a coroutine's own code must contain to suspend: await, async for, async with
+# (3.10-3.13 compile them to these), or a yield.
+_SUSPENDING_OPS = frozenset(
+    {
+        "GET_AWAITABLE",
+        "GET_AITER",
+        "GET_ANEXT",
+        "BEFORE_ASYNC_WITH",
+        "SETUP_ASYNC_WITH",
+        "SEND",
+        "YIELD_VALUE",
+        "YIELD_FROM",
+    }
+)
+
+
+def cannot_wait(handler: Handler) -> bool:
+    """Whether a call of ``handler`` always finishes without waiting.
+
+    True for a plain function, and for an ``async def`` whose own code has no
+    ``await``, ``async for`` or ``async with``: its coroutine cannot suspend.
+    False for anything else (callable objects, partials, generators), which
+    may. A plain function may still return an awaitable; that is seen per call.
+    """
+    func = getattr(handler, "__func__", handler)  # bound methods
+    code = getattr(func, "__code__", None)
+    if code is None or not inspect.isfunction(func):
+        return False
+    if code.co_flags & (inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR):
+        return False
+    if not code.co_flags & inspect.CO_COROUTINE:
+        return True
+    return not any(ins.opname in _SUSPENDING_OPS for ins in dis.get_instructions(code))
+
+
 def count_bounds(params: list[inspect.Parameter]) -> tuple[int, int] | None:
     """``(fewest, most)`` positional arguments that always bind to ``params``.
 
@@ -59,7 +95,16 @@ def count_bounds(params: list[inspect.Parameter]) -> tuple[int, int] | None:
 class Rule:
     """One named handler of one app: how its arguments are fitted and how it is called."""
 
-    __slots__ = ("_bounds", "_signature", "app", "arity", "handler", "name", "task_name")
+    __slots__ = (
+        "_bounds",
+        "_signature",
+        "app",
+        "arity",
+        "handler",
+        "inline",
+        "name",
+        "task_name",
+    )
 
     def __init__(self, name: str, app: str, handler: Handler) -> None:
         self.name = name
@@ -67,6 +112,8 @@ class Rule:
         self.handler = handler
         #: Tasks of this rule are named once, not per call.
         self.task_name = f"tranzit-rule-{name}"
+        #: Calls run while the message is read, without a task: they cannot wait.
+        self.inline = cannot_wait(handler)
         self._signature = signature_of(handler)
         params = self._after_conn(self._signature)
         #: Positional parameters after ``conn`` (text arguments are fitted to it); None: any.

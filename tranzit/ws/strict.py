@@ -181,6 +181,8 @@ class StrictWebSocketResponse(web.WebSocketResponse):
     #: aiohttp's writer of this response (a public class, ``aiohttp.http.WebSocketWriter``):
     #: the outbound path sends text frames with it directly, one coroutine less per frame.
     frame_writer: Any = None
+    #: The corked transport under the writer (None where aiohttp's writer has no transport).
+    cork: CorkedTransport | None = None
 
     def _post_start(self, request: Any, protocol: str | None, writer: Any) -> None:
         if callable(getattr(writer, "send_frame", None)):
@@ -188,7 +190,7 @@ class StrictWebSocketResponse(web.WebSocketResponse):
         transport = getattr(writer, "transport", None)
         cork = CorkedTransport(transport) if transport is not None else None
         if cork is not None:
-            writer.transport = cork
+            writer.transport = self.cork = cork
         handler = request.protocol
         if not (hasattr(handler, "_message_tail") and hasattr(handler, "_payload_parser")):
             super()._post_start(request, protocol, writer)  # unknown aiohttp: no check
