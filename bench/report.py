@@ -95,16 +95,16 @@ def _fanout_table(data: dict[str, Any]) -> list[str]:
 
 FANOUT_TEXT = [
     "The bench project's `broadcast` rule calls `await conn.hub.broadcast(text)`, the API a",
-    "user calls: it writes the text at once to every client with nothing unsent and queues it",
-    "in the bounded outbox of any other, emptied by that connection's own task (so one slow",
-    "client delays nobody). The raw aiohttp",
+    "user calls: it hands the text to every client's one outbound path, written at once when",
+    "nothing waits for that client and queued (bounded) behind what does otherwise, so one",
+    "slow client delays nobody. The raw aiohttp",
     "peer loops over its set of `WebSocketResponse`s awaiting `send_str` (one slow client",
     "stalls the loop). Latency: from the trigger's send to each idle connection's receive, in",
     "the one client process (which receives every message itself, so the client's own work",
     "is part of p99). Server broadcast call: timed inside the server (tranzit: the",
     "`hub.broadcast` call; raw aiohttp: its send loop). RSS: the server's resident memory",
-    "after the connections settled, or after the broadcasts if higher (tranzit creates an",
-    "outbox and its task on first use), minus before them, divided by their number. tranzit",
+    "after the connections settled, or after the broadcasts if higher, minus before them,",
+    "divided by their number. tranzit",
     "serves with its default `ws_heartbeat` (20 s); the raw peer has none.",
 ]
 
