@@ -83,9 +83,10 @@ class CorkedTransport:
         self._loop.call_soon(self._release)
 
     def _release(self) -> None:
+        # Every release flushes, so data never waits longer than one loop turn,
+        # however often a busy client re-arms it.
         self._armed -= 1
-        if not self._armed:
-            self.flush()
+        self.flush()
 
     def flush(self) -> None:
         chunks = self._chunks
