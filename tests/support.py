@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -50,6 +51,15 @@ def browser_page(timeout_ms: int = 10_000) -> Iterator[tuple[Any, list[str]]]:
             yield page, errors
         finally:
             browser.close()
+
+
+def pyproject() -> dict[str, Any]:
+    """This repository's pyproject.toml, parsed."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pytest depends on tomli below 3.11
+        import tomli as tomllib
+    return tomllib.loads((HERE.parent / "pyproject.toml").read_text(encoding="utf-8"))
 
 
 def free_port() -> int:

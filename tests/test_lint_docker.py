@@ -6,20 +6,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from support import IN_CI, actionlint
+from support import IN_CI, actionlint, pyproject
 
 import tranzit
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pytest depends on tomli below 3.11
-    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_TEMPLATE = REPO / "cookiecutter-tranzit" / "{{cookiecutter.project_slug}}"
@@ -178,5 +172,5 @@ def test_ci_workflow_runs_the_test_script_on_every_python_and_the_docker_tests()
     assert tests["strategy"]["matrix"]["python"] == ["3.10", "3.11", "3.12", "3.13"]
     assert any(s.get("run") == "bash scripts/test.sh --no-docker" for s in tests["steps"])
     assert any(s.get("run") == "bash scripts/test.sh -m docker" for s in docker["steps"])
-    supported = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
+    supported = pyproject()["project"]["requires-python"]
     assert supported == ">=3.10"

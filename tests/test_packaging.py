@@ -13,19 +13,14 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
+from support import pyproject
 
 import tranzit
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pytest depends on tomli below 3.11
-    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "cookiecutter-tranzit"
@@ -85,7 +80,7 @@ def test_changelog_newest_entry_is_this_version() -> None:
 
 
 def test_runtime_image_requirements_are_the_package_s_without_the_generator() -> None:
-    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    project = pyproject()["project"]
     declared = [Requirement(line) for line in project["dependencies"]]
     generator = {"cookiecutter"}
     assert generator <= {r.name for r in declared}, "the generator's requirement moved"

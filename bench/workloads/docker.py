@@ -423,8 +423,7 @@ def _static(ctx: Context, settings: Settings, progress: Callable[[str], None]) -
 
 
 def _size_mb(image: str) -> float:
-    out = ds.run(["docker", "image", "inspect", "-f", "{{.Size}}", image], timeout=30).stdout
-    return int(out.strip()) / 1e6
+    return ds.image_bytes(image) / 1e6
 
 
 async def _stop_with_websockets(stack: Any, count: int) -> dict[str, Any]:
@@ -494,13 +493,13 @@ def _lifecycle(ctx: Context, settings: Settings, progress: Callable[[str], None]
     import asyncio
 
     base = ctx.env["PYTHON_IMAGE"]
-    over_base = _size_mb(ctx.runtime_image) - _size_mb(base)
     sizes = {
         "runtime image": _size_mb(ctx.runtime_image),
         "tranzit nginx image": _size_mb(ctx.nginx_image),
         "project app image": _size_mb(ctx.project_images[0]),
         "project nginx image": _size_mb(ctx.project_images[1]),
     }
+    over_base = sizes["runtime image"] - _size_mb(base)
     stack = ctx.shared(settings, progress)
     try:
         # Time to serve after a restart: from `compose restart web` returning

@@ -93,18 +93,16 @@ class LegacyRule(Rule):
             if p.name not in _KEYWORDS and p.kind is not inspect.Parameter.VAR_KEYWORD
         ]
 
-    def fit(self, call: Call) -> Call | str:
-        # The original split on ',' exactly: no fitting to the handler's parameters.
-        bounds = self._bounds
-        if bounds is not None and bounds[0] <= len(call.args) <= bounds[1]:
-            return call
+    def _bind_problem(self, call: Call) -> str | None:
+        # The original split is kept (arity None: Rule.fit fits nothing); the
+        # arguments must bind beside the two keywords.
         if self._signature is None:
-            return call
+            return None
         try:
             self._signature.bind(*call.args, send_func=send_func, writer=None)
         except TypeError as exc:
             return f"{self.name}: {exc}"
-        return call
+        return None
 
     def invoke(self, conn: Connection, call: Call) -> Any:
         return self.handler(*call.args, send_func=send_func, writer=Writer(conn, call))

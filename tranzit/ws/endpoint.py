@@ -44,6 +44,7 @@ CLOSE_TIMEOUT = 1.0
 CLIENT_CLOSED_REQUEST = 499
 # What receive() returns once the connection is closing or closed.
 _ENDS = frozenset({WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED})
+_NOT_STARTED: Any = object()
 
 
 class Dispatcher(Protocol):
@@ -76,14 +77,14 @@ class RuleDispatcher:
     def on_text(self, conn: Connection, text: str) -> None:
         by_name = self._by_name
         decision = plan(text, by_name, conn.task_count, self.max_tasks)
-        if type(decision) is Refuse:
+        if isinstance(decision, Refuse):
             conn.outbound.offer(decision.reply)
             return
-        rule = by_name[decision.rule]  # type: ignore[union-attr]
+        rule = by_name[decision.rule]
         if rule.inline:
-            _run_inline(conn, rule, decision)  # type: ignore[arg-type]
+            _run_inline(conn, rule, decision)
         else:
-            conn.start(_run(conn, rule, decision), rule.task_name)  # type: ignore[arg-type]
+            conn.start(_run(conn, rule, decision), rule.task_name)
 
     def on_binary(self, conn: Connection, data: bytes) -> None:
         conn.outbound.offer(
@@ -103,35 +104,21 @@ def _run_inline(conn: Connection, rule: Rule, call: protocol.Call) -> None:
     """
     context = copy_context()
     try:
-        value: Any = context.run(rule.handler, conn, *call.args)
+        value: Any = context.run(rule.invoke, conn, call)
         if type(value) is types.CoroutineType:
             try:
                 waiting = context.run(value.send, None)
             except StopIteration as done:
                 value = done.value
             else:  # it did wait after all: the rest of it runs as a task
-                later = resume(value, waiting)
-                conn.start(_finish(conn, rule, call, later), rule.task_name)
+                conn.start(_run(conn, rule, call, resume(value, waiting)), rule.task_name)
                 return
         elif isawaitable(value):  # a plain function returned something to await
-            conn.start(_finish(conn, rule, call, value), rule.task_name)
+            conn.start(_run(conn, rule, call, value), rule.task_name)
             return
         reply = rule.reply(call, value)
         if reply is not None:
             conn.outbound.offer(reply)
-    except Exception as exc:
-        _failed(conn, rule, call, exc)
-
-
-async def _finish(conn: Connection, rule: Rule, call: protocol.Call, awaitable: Any) -> None:
-    try:
-        reply = rule.reply(call, await awaitable)
-        if reply is not None:
-            waiter = conn.outbound.write(reply)
-            if waiter is not None:
-                await waiter
-    except ConnectionClosed:
-        pass
     except Exception as exc:
         _failed(conn, rule, call, exc)
 
@@ -146,13 +133,15 @@ def _failed(conn: Connection, rule: Rule, call: protocol.Call, exc: Exception) -
     )
 
 
-async def _run(conn: Connection, rule: Rule, call: protocol.Call) -> None:
-    """One call: the handler, then its reply (or its error) on the connection's path."""
+async def _run(
+    conn: Connection, rule: Rule, call: protocol.Call, started: Any = _NOT_STARTED
+) -> None:
+    """One call: the handler, then its reply (or its error) on the connection's path.
+
+    ``started``: what an inline call left to await (the handler was already called).
+    """
     try:
-        # The usual convention called directly; other rules (2018 ones) say how.
-        value: Any = (
-            rule.handler(conn, *call.args) if type(rule) is Rule else rule.invoke(conn, call)
-        )
+        value: Any = rule.invoke(conn, call) if started is _NOT_STARTED else started
         # async handlers (the type check first: it is the common case, and cheap);
         # a plain function answers directly.
         if type(value) is types.CoroutineType or isawaitable(value):

@@ -183,18 +183,9 @@ class Outbound:
         """
         if self._busy:
             return self._enqueue(data, True)
-        ws = self._ws
-        if ws.closed or self._full:
+        if self._ws.closed or self._full:
             raise ConnectionClosed(f"connection {self._id} is closed")
-        # _send_now, inlined: this is every reply's path.
-        coro = self._start_send(data)
-        try:
-            waiting = coro.send(None)
-        except StopIteration:
-            return None
-        except ConnectionError as exc:
-            raise ConnectionClosed(f"connection {self._id} is closed") from exc
-        self._continue(coro, waiting)
+        self._send_now(data)
         return None
 
     def offer(self, data: Payload) -> None:
@@ -227,10 +218,7 @@ class Outbound:
             return
         except ConnectionError as exc:  # aiohttp: "Cannot write to closing transport"
             raise ConnectionClosed(f"connection {self._id} is closed") from exc
-        self._continue(coro, waiting)
-
-    def _continue(self, coro: Coroutine[Any, Any, Any], waiting: Any) -> None:
-        """aiohttp has to wait: the rest of this send, then the queue, go on in a task."""
+        # aiohttp has to wait: the rest of this send, then the queue, go on in a task.
         self._busy = True
         self._pump = asyncio.get_running_loop().create_task(
             self._drain(resume(coro, waiting)), name=f"tranzit-outbound-{self._id}"

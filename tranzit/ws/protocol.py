@@ -50,18 +50,14 @@ class Call(NamedTuple):
     """A request to run ``rule`` with ``args``; replies go back in the same ``form``.
 
     A named tuple rather than a frozen dataclass: one is built per message, and
-    a tuple is several times cheaper to make (the hot paths below build it with
-    ``_call``, without the generated ``__new__``'s defaults).
+    a tuple is several times cheaper to make (``decode`` builds it with
+    ``tuple.__new__``, without the generated ``__new__``'s defaults).
     """
 
     rule: str
     args: tuple[Any, ...]
     form: Form = "text"
     id: CallId = None
-
-
-def _call(rule: str, args: tuple[Any, ...], form: Form, call_id: CallId) -> Call:
-    return tuple.__new__(Call, (rule, args, form, call_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +106,7 @@ def _decode_json(text: str) -> Call | Malformed:
     unknown = sorted(set(data) - {"rule", "args", "id"})
     if unknown:
         return Malformed(f"unexpected keys: {', '.join(unknown)}", "json", rule, call_id)
-    return _call(rule, tuple(args), "json", call_id)
+    return tuple.__new__(Call, (rule, tuple(args), "json", call_id))
 
 
 def fit_text_args(args: tuple[str, ...], arity: int) -> tuple[str, ...]:

@@ -216,9 +216,6 @@ class RuleTable(Mapping[str, Rule]):
     def __getitem__(self, name: str) -> Rule:
         return self._rules[name]
 
-    def get(self, name: str, default: Any = None) -> Any:
-        return self._rules.get(name, default)
-
     @property
     def by_name(self) -> dict[str, Rule]:
         """The rules as a plain dict (the dispatcher's per-message lookups)."""
