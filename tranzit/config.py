@@ -55,10 +55,21 @@ class Config:
     ws_heartbeat: float = limits.HEARTBEAT
     ws_max_tasks: int = limits.MAX_TASKS
     ws_send_queue: int = limits.SEND_QUEUE
+    ws_send_buffer: int = limits.SEND_BUFFER
+    ws_send_buffer_total: int = limits.SEND_BUFFER_TOTAL
+    ws_send_timeout: float = limits.SEND_TIMEOUT
+    #: Host names requests may carry (``Host``); empty: localhost names and the
+    #: addresses the servers bind. ``*`` allows any, ``.example.com`` a domain.
+    allowed_hosts: tuple[str, ...] = ()
+    max_body_size: int = limits.MAX_BODY_SIZE
+    header_timeout: float = limits.HEADER_TIMEOUT
+    body_timeout: float = limits.BODY_TIMEOUT
+    keepalive_timeout: float = limits.KEEPALIVE_TIMEOUT
     log_level: LogLevel = "info"
     static_url: str = "/static"
     shutdown_timeout: float = 1.5
     broadcast_url: str | None = None
+    broadcast_timeout: float = limits.BROADCAST_TIMEOUT
     #: Cookie sessions: None ("auto") installs them when the project uses aiohttp_session.
     sessions: bool | None = None
     # Where the values came from (not a setting): the file, or None when built in code.
@@ -183,10 +194,19 @@ def _field_type(name: str) -> str:
         "ws_heartbeat": "seconds",
         "ws_max_tasks": "count",
         "ws_send_queue": "count",
+        "ws_send_buffer": "size",
+        "ws_send_buffer_total": "size",
+        "ws_send_timeout": "seconds",
+        "allowed_hosts": "tuple",
+        "max_body_size": "size",
+        "header_timeout": "seconds",
+        "body_timeout": "seconds",
+        "keepalive_timeout": "seconds",
         "log_level": "level",
         "static_url": "path",
         "shutdown_timeout": "seconds",
         "broadcast_url": "str|None",
+        "broadcast_timeout": "seconds",
         "sessions": "auto",
     }[name]
 

@@ -54,6 +54,11 @@ Deliver = Callable[[Envelope], Awaitable[None]]
 
 
 class Backend(Protocol):
+    #: True while this replica can publish and hears what the others publish
+    #: (``/readyz`` fails while it is False).
+    @property
+    def healthy(self) -> bool: ...
+
     async def start(self, deliver: Deliver) -> None: ...
     async def publish(self, envelope: Envelope) -> None: ...
     async def close(self) -> None: ...
@@ -61,6 +66,8 @@ class Backend(Protocol):
 
 class LocalBackend:
     """No other replicas: publishing has nothing more to do."""
+
+    healthy = True
 
     async def start(self, deliver: Deliver) -> None:
         return None

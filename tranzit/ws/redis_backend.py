@@ -77,6 +77,10 @@ class RedisBackend:
             health_check_interval=10,
         )
 
+    @property
+    def healthy(self) -> bool:
+        return self.ready.is_set()
+
     async def start(self, deliver: Deliver) -> None:
         self._client = self._connect()
         self._task = asyncio.get_running_loop().create_task(
