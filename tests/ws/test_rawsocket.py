@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -345,6 +346,23 @@ async def test_frame_over_the_configured_limit_closes_with_1009(
     await assert_still_serving(served, wait_until)
 
 
+@pytest.mark.parametrize("kind", ["http", "standalone"])
+async def test_message_of_exactly_the_limit_is_accepted_one_more_byte_is_not(
+    serve: Serve, wait_until: WaitUntil, kind: str
+) -> None:
+    served = await serve(kind, ws_max_message_size=1024)
+    raw = await open_raw(served)
+    try:
+        exact = b"echo|" + b"a" * (1024 - 5)
+        await raw.send_frame(TEXT, exact)
+        assert await raw.read_text() == exact.decode()
+        await raw.send_frame(TEXT, exact + b"a")
+        await raw.expect_close(1009)
+    finally:
+        await raw.close()
+    await assert_still_serving(served, wait_until)
+
+
 PROTOCOL_ERRORS = {
     "reserved-data-opcode": [frame(0x3, b"x")],
     "reserved-control-opcode": [frame(0xB, b"x")],
@@ -355,6 +373,8 @@ PROTOCOL_ERRORS = {
     "continuation-without-start": [frame(CONT, b"x")],
     "text-inside-fragmented-message": [frame(TEXT, b"echo|a", fin=False), frame(TEXT, b"b")],
     "close-code-1005": [frame(CLOSE, close_payload(1005))],
+    # 1006 is "never sent on the wire" (RFC 6455 7.4.1); aiohttp accepts it.
+    "close-code-1006": [frame(CLOSE, close_payload(1006))],
     "close-code-999": [frame(CLOSE, close_payload(999))],
     "close-one-byte-payload": [frame(CLOSE, b"\x03")],
 }
@@ -518,3 +538,60 @@ async def test_client_gone_during_the_handshake_is_not_an_error(
     await assert_still_serving(served, wait_until)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+# --- hostile JSON ------------------------------------------------------------------
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [33, 1000, 100_000])
+async def test_deeply_nested_json_gets_an_error_reply_and_the_connection_stays(
+    raw: RawClient, served: Served, caplog: pytest.LogCaptureFixture, depth: int
+) -> None:
+    """A 2 KB message nested 1,000 deep closed the connection and logged a traceback."""
+    caplog.set_level(logging.WARNING)
+    call = '{"rule": "echo", "id": 7, "args": [' + _nested(depth) + "]}"
+    await raw.send_frame(TEXT, call.encode())
+    reply = json.loads(await raw.read_text())
+    assert reply["error"]["code"] == "malformed", reply
+    assert "nested deeper than 32" in reply["error"]["message"], reply
+    if depth < 100:  # parsed, then refused: the reply says which call
+        assert (reply["id"], reply["rule"]) == (7, "echo"), reply
+    await raw.send_frame(TEXT, b"echo|still here")
+    assert await raw.read_text() == "echo|still here"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+async def test_json_nested_to_the_limit_is_a_call(raw: RawClient) -> None:
+    arg = json.loads(_nested(30))  # in args, in the call's object: 32 levels
+    await raw.send_frame(TEXT, json.dumps({"rule": "echo", "id": 1, "args": [arg]}).encode())
+    assert json.loads(await raw.read_text()) == {"id": 1, "rule": "echo", "result": arg}
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+async def test_nan_and_infinity_are_not_json(raw: RawClient, constant: str) -> None:
+    await raw.send_frame(TEXT, ('{"rule": "echo", "id": 1, "args": [' + constant + "]}").encode())
+    reply = json.loads(await raw.read_text())
+    assert reply["error"]["code"] == "malformed", reply
+    assert constant.lstrip("-") in reply["error"]["message"], reply
+
+
+async def test_a_result_json_cannot_carry_is_an_error_not_nan_on_the_wire(
+    raw: RawClient,
+) -> None:
+    await raw.send_frame(TEXT, b'{"rule": "not_a_number", "id": 2}')
+    text = await raw.read_text()
+    assert "NaN" not in text, text
+    reply = json.loads(text)
+    assert reply["id"] == 2 and reply["error"]["code"] == "handler_error", reply
+
+
+async def test_error_replies_do_not_echo_huge_input(raw: RawClient) -> None:
+    name = "r" * 100_000
+    await raw.send_frame(TEXT, json.dumps({"rule": name, "id": 3}).encode())
+    reply = json.loads(await raw.read_text())
+    assert reply["error"]["code"] == "unknown_rule", reply
+    assert len(reply["error"]["message"]) < 200, len(reply["error"]["message"])

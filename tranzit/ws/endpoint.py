@@ -17,7 +17,7 @@ from inspect import isawaitable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..limits import HEARTBEAT, MAX_MESSAGE_SIZE, MAX_TASKS
 from . import protocol
@@ -157,6 +157,19 @@ async def _run(
         _failed(conn, rule, call, exc)
 
 
+def _closing_code(code: int) -> int:
+    """The code to answer a client's close with.
+
+    RFC 6455 §7.4.1: 1006 is never sent on the wire, so a client sending it
+    is answered with 1002 (aiohttp accepts it; 1005 and 1015 it refuses itself).
+    """
+    return WSCloseCode.PROTOCOL_ERROR if code == WSCloseCode.ABNORMAL_CLOSURE else WSCloseCode.OK
+
+
+async def _too_big(ws: web.WebSocketResponse, limit: int) -> None:
+    await ws.close(code=WSCloseCode.MESSAGE_TOO_BIG, message=f"message over {limit} bytes".encode())
+
+
 def origin_allowed(
     origin: str | None,
     host: str | None,
@@ -192,6 +205,7 @@ def websocket_endpoint(
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """An aiohttp handler serving the websocket protocol with ``dispatcher``."""
     allowed = frozenset(o.rstrip("/") for o in settings.allowed_origins)
+    limit = settings.max_message_size
     warn_if_hooks_missing()
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -201,8 +215,13 @@ def websocket_endpoint(
             raise web.HTTPForbidden(text=f"origin {origin!r} is not allowed\n")
         ws = StrictWebSocketResponse(
             heartbeat=settings.heartbeat,
-            max_msg_size=settings.max_message_size,
+            # aiohttp refuses a message of exactly max_msg_size (its check is >=);
+            # the limit is what a message may be, so one more, and the loop below
+            # catches a compressed message of limit + 1.
+            max_msg_size=limit + 1,
             timeout=CLOSE_TIMEOUT,
+            # The loop answers the client's close itself (see _closing_code).
+            autoclose=False,
         )
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="expected a websocket upgrade request\n")
@@ -222,14 +241,26 @@ def websocket_endpoint(
                 msg = await receive()
                 kind = msg.type
                 if kind is WSMsgType.TEXT:
+                    if len(msg.data) > limit:  # characters: at least as many bytes
+                        await _too_big(ws, limit)
+                        break
                     on_text(conn, msg.data)
                 elif kind is WSMsgType.BINARY:
+                    if len(msg.data) > limit:
+                        await _too_big(ws, limit)
+                        break
                     on_binary(conn, msg.data)
+                elif kind is WSMsgType.CLOSE:
+                    await ws.close(code=_closing_code(msg.data), drain=False)
+                    break
                 elif kind is WSMsgType.ERROR:
                     log.info("websocket %s closed on error: %s", conn.id, ws.exception())
                     break
                 elif kind in _ENDS:
                     break
+        except Exception:  # a defect in tranzit, not the client's doing
+            log.exception("websocket %s: the receive loop failed; closing with 1011", conn.id)
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, drain=False)
         finally:
             hub.forget(conn)
             await conn.cancel_tasks()

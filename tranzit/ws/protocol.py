@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple, Protocol
+from typing import Any, Final, Literal, NamedTuple, NoReturn, Protocol
+
+from ..limits import JSON_MAX_DEPTH
 
 __all__ = [
     "BAD_ARGUMENTS",
@@ -28,6 +30,7 @@ __all__ = [
     "Malformed",
     "Refuse",
     "decode",
+    "dumps",
     "encode_data",
     "encode_error",
     "encode_result",
@@ -83,29 +86,61 @@ def decode(text: str) -> Call | Malformed:
     return tuple.__new__(Call, (name, tuple(rest.split(",")), "text", None))
 
 
-def _decode_json(text: str) -> Call | Malformed:
+def _not_json(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON (RFC 8259)")
+
+
+# One decoder and one encoder, made once: json.loads/dumps with options build a
+# new one per call. NaN and Infinity are refused both ways (not JSON).
+_decoder = json.JSONDecoder(parse_constant=_not_json)
+# ensure_ascii=False keeps Cyrillic, CJK and emoji readable on the wire.
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+_encode = _encoder.encode
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value`` (iteratively: no recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        deepest = max(deepest, level)
+        stack.extend((c, level + 1) for c in children if isinstance(c, (list, dict)))
+    return deepest
+
+
+def _decode_json(text: str, max_depth: int = JSON_MAX_DEPTH) -> Call | Malformed:
+    too_deep = f"arrays and objects nested deeper than {max_depth}"
     try:
-        data = json.loads(text)
+        data = _decoder.decode(text)
+    except RecursionError:  # nested deeper than the interpreter's stack allows
+        return Malformed(too_deep, "json")
     except ValueError as exc:
         return Malformed(f"invalid JSON: {exc}", "json")
     if not isinstance(data, dict):
         return Malformed(f"expected a JSON object, found {type(data).__name__}", "json")
     call_id = data.get("id")
     if call_id is not None and (isinstance(call_id, bool) or not isinstance(call_id, (str, int))):
-        return Malformed(f"expected 'id' to be a string or an integer, found {call_id!r}", "json")
+        return Malformed(
+            f"expected 'id' to be a string or an integer, found {_short(call_id)}", "json"
+        )
     rule = data.get("rule")
     if not isinstance(rule, str) or not rule:
         return Malformed(
-            f"expected 'rule' to be a non-empty string, found {rule!r}", "json", id=call_id
+            f"expected 'rule' to be a non-empty string, found {_short(rule)}", "json", id=call_id
         )
     args = data.get("args", [])
     if not isinstance(args, list):
         return Malformed(
             f"expected 'args' to be a list, found {type(args).__name__}", "json", rule, call_id
         )
+    # Counting brackets is cheap, and a message with few cannot nest deeply.
+    if text.count("[") + text.count("{") > max_depth and _depth(data) > max_depth:
+        return Malformed(too_deep, "json", rule, call_id)
     unknown = sorted(set(data) - {"rule", "args", "id"})
     if unknown:
-        return Malformed(f"unexpected keys: {', '.join(unknown)}", "json", rule, call_id)
+        return Malformed(f"unexpected keys: {_cut(', '.join(unknown))}", "json", rule, call_id)
     return tuple.__new__(Call, (rule, tuple(args), "json", call_id))
 
 
@@ -127,7 +162,7 @@ def encode_data(call: Call, text: str) -> str:
     """What ``send_func(writer, text)`` puts on the wire during ``call``."""
     if call.form == "text":
         return text
-    return _dumps({"id": call.id, "rule": call.rule, "data": text})
+    return _encode({"id": call.id, "rule": call.rule, "data": text})
 
 
 def encode_result(call: Call, value: Any) -> str | None:
@@ -137,7 +172,7 @@ def encode_result(call: Call, value: Any) -> str | None:
     gets its result (``null`` included), so the caller's promise settles.
     """
     if call.form == "json":
-        return _dumps({"id": call.id, "rule": call.rule, "result": value})
+        return _encode({"id": call.id, "rule": call.rule, "result": value})
     if value is not None:
         return f"{call.rule}|{value}"
     return None
@@ -148,13 +183,22 @@ def encode_error(
 ) -> str:
     """An error reply: ``error|code,rule,message`` or a JSON object with ``error``."""
     if form == "json":
-        return _dumps({"id": id, "rule": rule, "error": {"code": code, "message": message}})
+        return _encode({"id": id, "rule": rule, "error": {"code": code, "message": message}})
     return f"error|{code},{rule or ''},{message}"
 
 
-def _dumps(obj: Any) -> str:
-    # ensure_ascii=False keeps Cyrillic, CJK and emoji readable on the wire.
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+def dumps(obj: Any) -> str:
+    """``obj`` as the protocol writes JSON: compact, UTF-8, no NaN (ValueError)."""
+    return _encoder.encode(obj)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut short (error replies echo what the client sent)."""
+    return _cut(repr(value))
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Fits(Protocol):
@@ -186,7 +230,7 @@ def plan(text: str, rules: Mapping[str, Fits], running: int, max_tasks: int) -> 
         )
     rule = rules.get(message.rule)
     if rule is None:
-        return Refuse(_refusal(message, UNKNOWN_RULE, f"no rule named {message.rule!r}"))
+        return Refuse(_refusal(message, UNKNOWN_RULE, f"no rule named {_short(message.rule)}"))
     if running >= max_tasks:
         return Refuse(
             _refusal(
