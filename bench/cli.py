@@ -13,13 +13,14 @@ from typing import Any
 
 from . import machine, proc, report
 from .settings import FULL, QUICK, Settings
-from .workloads import docker, http, scale, ws
+from .workloads import docker, http, scale, soak, ws
 
 WORKLOADS: dict[str, Callable[[Settings, Callable[[str], None]], dict[str, Any]]] = {
     "http_hello": lambda s, p: http.run(s, "hello", p),
     "http_echo": lambda s, p: http.run(s, "echo", p),
     "ws_echo": ws.run_echo,
     "fanout": ws.run_fanout,
+    "soak": soak.run,
     # The Docker workloads share one stack; lifecycle ends by stopping it, so it comes last.
     "static": docker.run_static,
     "broadcast": scale.run,

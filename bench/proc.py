@@ -109,6 +109,13 @@ def log_tail(proc: subprocess.Popen[bytes], lines: int = 15) -> str:
     return ""
 
 
+def log_text(name: str) -> str:
+    """All that the process spawned as ``name`` wrote to stderr."""
+    with contextlib.suppress(OSError):
+        return (_logs / f"{name}.log").read_text(errors="replace")
+    return ""
+
+
 def stop(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
     """SIGTERM the process group, SIGKILL it after ``timeout``."""
     if proc in _live:

@@ -17,6 +17,7 @@ TITLES = {
     "static": "Static file through the compose stack's nginx",
     "lifecycle": "Container lifecycle",
     "broadcast": "Broadcast across 3 ws replicas through Redis",
+    "soak": "Soak: bad clients and Redis restarts",
 }
 UNITS = {"http_hello": "req/s", "http_echo": "req/s", "ws_echo": "msg/s"}
 
@@ -241,6 +242,38 @@ def _broadcast(data: dict[str, Any], fanout: dict[str, Any] | None) -> list[str]
     return lines
 
 
+def _soak(d: dict[str, Any]) -> list[str]:
+    c = d["clients"]
+    bad = d["bad_clients"]
+    return [
+        f"{d['seconds']:.0f} s, two ws replicas sharing a `redis-server` "
+        f"(bench/workloads/soak.py): {c['good']} members of one group, {c['stalled']} clients "
+        f"that stop reading (and send unsolicited pongs), {c['garbage']} sending junk, "
+        f"{c['half']} that never finish the handshake; the servers ran with "
+        "`TRANZIT_HEADER_TIMEOUT=5` and `TRANZIT_WS_SEND_TIMEOUT=5` so the bad clients' fate "
+        "shows within the run. Redis was killed and restarted: " + "; ".join(d["timeline"]) + ".",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| group messages sent | {d['messages']} |",
+        f"| acknowledged `ok` (every replica had it) | {d['acknowledged']} |",
+        f"| refused `BroadcastUnavailable` / `BroadcastIncomplete` | {d['unavailable']} |",
+        f"| members that received every acknowledged message, in order | "
+        f"{d['members_complete']} of {d['members']} (most missed by one: {d['most_missing']}) |",
+        "| largest RSS per replica | "
+        + ", ".join(f"{k}: {v} MiB" for k, v in d["rss_mib"].items())
+        + f" (bound {d['rss_bound_mib']} MiB) |",
+        f"| stalled clients closed by the server | {bad['stalled']['closed_by_server']} of "
+        f"{c['stalled']} |",
+        f"| junk messages sent / junk connections closed | {bad['garbage']['sent']} / "
+        f"{bad['garbage']['closed_by_server']} |",
+        f"| half handshakes dropped by the server | {bad['half']['dropped_by_server']} of "
+        f"{bad['half']['opened']} |",
+        f"| ERROR lines by cause | {d['error_causes'] or 'none'} |",
+        f"| WARNING lines | {d['warning_lines']} |",
+    ]
+
+
 def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) -> str:
     run, machine = results["run"], results["run"]["machine"]
     s = results["settings"]
@@ -329,6 +362,8 @@ def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) 
         out += [f"## {TITLES['static']}", "", *_static(w["static"]), ""]
     if "broadcast" in w:
         out += [f"## {TITLES['broadcast']}", "", *_broadcast(w["broadcast"], w.get("fanout")), ""]
+    if "soak" in w:
+        out += [f"## {TITLES['soak']}", "", *_soak(w["soak"]), ""]
     if plots:
         out += ["## Plots", ""]
         out += [f"![{title}]({path})" for title, path in plots.items()]

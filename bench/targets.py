@@ -109,6 +109,7 @@ def checks(results: dict[str, Any]) -> list[Check]:
     _static_checks(results, out)
     _lifecycle_checks(results, out)
     _broadcast_checks(results, out)
+    _soak_checks(results, out)
     return out
 
 
@@ -186,3 +187,19 @@ def _broadcast_checks(results: dict[str, Any], out: list[Check]) -> None:
             out.append(Check("broadcast", f"{where}: {label}", r[key], "(reported)", None, " ms"))
         rate = r["deliveries_per_second"]
         out.append(Check("broadcast", f"{where}: deliveries", rate, "(reported)", None, "/s"))
+
+
+def _soak_checks(results: dict[str, Any], out: list[Check]) -> None:
+    if _not_measured(results, "soak", "bad clients and Redis restarts", out):
+        return
+    d = results["workloads"]["soak"]
+    complete = d["members_complete"] / d["members"]
+    what = f"members that got every acknowledged message, in order ({d['members']})"
+    met = complete == 1 and d["out_of_order"] == 0
+    out.append(Check("soak", what, 100 * complete, "100 %", met, " %"))
+    rss = max(d["rss_mib"].values())
+    bound = d["rss_bound_mib"]
+    out.append(Check("soak", "largest replica RSS", rss, f"< {bound} MiB", rss < bound, " MiB"))
+    worst = max(d["error_causes"].values(), default=0)
+    what = "most ERROR lines for one cause"
+    out.append(Check("soak", what, float(worst), "≤ 1", worst <= 1, ""))

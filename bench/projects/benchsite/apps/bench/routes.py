@@ -1,4 +1,4 @@
-from .views import EchoView, HelloView, broadcast, echo, echo_2018
+from .views import EchoView, HelloView, broadcast, echo, echo_2018, join, say
 
 routes = {
     "/": HelloView,
@@ -9,4 +9,6 @@ ws_rules = {
     "echo": echo,
     "echo_2018": echo_2018,
     "broadcast": broadcast,
+    "join": join,
+    "say": say,
 }

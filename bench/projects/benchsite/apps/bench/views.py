@@ -3,6 +3,7 @@
 import time
 
 from tranzit import web
+from tranzit.ws import BroadcastUnavailable
 
 
 class HelloView(web.TZView):
@@ -33,3 +34,17 @@ async def broadcast(conn, payload):
     started = time.perf_counter()
     await conn.hub.broadcast("b|" + payload)
     return "%.6f" % (time.perf_counter() - started)
+
+
+async def join(conn, group):
+    conn.join(group)
+    return "joined"
+
+
+async def say(conn, group, seq):
+    """``m|<seq>`` to ``group`` on every replica; says whether every replica got it."""
+    try:
+        await conn.hub.send_group(group, "m|" + seq)
+    except BroadcastUnavailable as exc:
+        return f"unavailable,{seq},{exc}"
+    return f"ok,{seq}"
