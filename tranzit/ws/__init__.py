@@ -5,6 +5,7 @@ protocol → rules → outbound → connection → backplane / redis_backend →
 
 from __future__ import annotations
 
+from .backplane import BroadcastIncomplete as BroadcastIncomplete
 from .backplane import BroadcastUnavailable as BroadcastUnavailable
 from .connection import Connection as Connection
 from .connection import ConnectionClosed as ConnectionClosed
@@ -15,6 +16,7 @@ from .rules import RuleTable as RuleTable
 
 __all__ = [
     "HUB",
+    "BroadcastIncomplete",
     "BroadcastUnavailable",
     "Connection",
     "ConnectionClosed",

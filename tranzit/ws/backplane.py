@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 from ..errors import TranzitError
 
 __all__ = [
     "Backend",
+    "BroadcastIncomplete",
     "BroadcastUnavailable",
     "Deliver",
     "Envelope",
@@ -28,6 +29,15 @@ Target = Literal["conn", "group", "all"]
 
 class BroadcastUnavailable(TranzitError):
     """The broadcast backend (Redis) cannot be reached; local members were still served."""
+
+
+class BroadcastIncomplete(BroadcastUnavailable):
+    """Redis took the message but fewer replicas were listening than are known to exist."""
+
+
+# What follows each of an envelope's four strings, as Envelope.dumps writes it.
+_SEPARATORS = (", ", ", ", ", ", "]")
+_DECODER = json.JSONDecoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +54,33 @@ class Envelope:
 
     @classmethod
     def loads(cls, data: str | bytes) -> Envelope:
-        kind, target, text, origin = json.loads(data)
+        """The envelope in ``data`` (as :meth:`dumps` wrote it); ValueError for anything else.
+
+        Read as four JSON strings in a row (json decodes each one from its
+        opening quote, so it cannot be an array), so hostile input costs time
+        linear in its size and never nests: ``[[[[…`` is rejected at its
+        second character, never recursed into.
+        """
+        text = data.decode() if isinstance(data, bytes) else data
+        values: list[str] = []
+        pos = 1
+        if text.startswith("["):
+            for separator in _SEPARATORS:
+                if not text.startswith('"', pos):
+                    break
+                value, pos = _DECODER.raw_decode(text, pos)
+                if not text.startswith(separator, pos):
+                    break
+                values.append(value)
+                pos += len(separator)
+        if len(values) != 4 or pos != len(text):
+            raise ValueError(
+                f"expected a JSON array of 4 strings, got {text[:24]!r} ({len(text)} characters)"
+            )
+        kind, target, body, origin = values
         if kind not in ("conn", "group", "all"):
             raise ValueError(f"unknown envelope kind {kind!r}")
-        return cls(kind, str(target), str(text), str(origin))
+        return cls(cast(Target, kind), target, body, origin)
 
 
 Deliver = Callable[[Envelope], Awaitable[None]]

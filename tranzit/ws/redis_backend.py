@@ -2,11 +2,17 @@
 
 Every hub publishes its envelopes on one channel and listens to it; each
 replica delivers what it hears to its own local members. Redis pub/sub is
-at-most-once: a replica that has lost Redis misses what others publish until
-it is back. Publishing while Redis is away raises
-:class:`~tranzit.ws.hub.BroadcastUnavailable` at once (nothing is queued),
-after the local members got the message; the listener reconnects with
-exponential backoff (0.1 s doubling to 5 s, with jitter).
+at-most-once, so this backend says when it cannot promise delivery rather
+than hiding it (``docs/groups.md``):
+
+- a publish takes at most ``timeout`` seconds, waiting for earlier ones
+  included, or raises :class:`~tranzit.ws.backplane.BroadcastUnavailable`;
+  while the link is known to be down it raises at once, without trying;
+- each listening replica registers itself in ``<channel>:replicas``; a
+  publish that Redis handed to fewer of them than are known raises
+  :class:`~tranzit.ws.backplane.BroadcastIncomplete`;
+- the listener is supervised: it drops (and counts) what it cannot decode,
+  PINGs an idle link, and reconnects after any failure with a short backoff.
 """
 
 from __future__ import annotations
@@ -14,15 +20,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
-from typing import Any
+import secrets
+import sys
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from .backplane import BroadcastUnavailable, Deliver, Envelope
+from ..errors import TranzitError
+from ..limits import BROADCAST_TIMEOUT
+from .backplane import BroadcastIncomplete, BroadcastUnavailable, Deliver, Envelope
 
 __all__ = ["RedisBackend"]
 
 log = logging.getLogger("tranzit.ws")
+
+T = TypeVar("T")
+
+if sys.version_info >= (3, 11):
+
+    async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+        # wait_for runs its awaitable in a new task before 3.12: about 45 µs
+        # per publish, a third of its cost; a timeout scope adds none.
+        async with asyncio.timeout(seconds):
+            return await awaitable
+
+else:
+    _within = asyncio.wait_for
+
+#: Seconds after a publish timed out during which publishes fail without trying.
+_FAIL_FAST = 1.0
+#: Registry entries this much older than the expiry are deleted, not merely ignored.
+_FORGET_AFTER = 12
 
 
 def _redacted(url: str) -> str:
@@ -33,120 +64,369 @@ def _redacted(url: str) -> str:
     return url
 
 
+class _LinkDown(Exception):
+    """The pub/sub connection stopped answering (Redis hung or the network is gone)."""
+
+
+class _Throttle:
+    """At most one log line per ``interval`` seconds for a warning that may repeat."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._next = 0.0
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.interval
+        return True
+
+
 class RedisBackend:
+    """Redis pub/sub on ``channel``, with bounded publishes and a supervised listener.
+
+    ``name`` identifies this replica in the registry (unique per process;
+    generated when not given). ``ping_interval`` is how long the link may be
+    idle before a PING, and how long the PING may take.
+    """
+
     def __init__(
         self,
         url: str,
         *,
+        name: str | None = None,
         channel: str = "tranzit:broadcast",
-        min_backoff: float = 0.1,
-        max_backoff: float = 5.0,
+        timeout: float = BROADCAST_TIMEOUT,
+        ping_interval: float = 1.0,
+        replica_expiry: float = 5.0,
+        min_backoff: float = 0.05,
+        max_backoff: float = 1.0,
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401
         except ImportError:
-            from ..errors import TranzitError
-
             raise TranzitError(
                 "broadcast_url is a Redis URL but the redis package is missing: "
                 "pip install 'tranzit[redis]'"
             ) from None
         self.url = url
+        self.name = name or secrets.token_hex(6)
         self.channel = channel
+        #: The sorted set of listening replicas (member: name, score: Redis time).
+        self.registry_key = f"{channel}:replicas"
+        self.timeout = timeout
+        self.ping_interval = ping_interval
+        self.replica_expiry = replica_expiry
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
-        #: Set while the listener is subscribed (tests and health checks wait on it).
+        #: Messages on the channel that were not envelopes, dropped since start.
+        self.dropped = 0
+        #: Set while the listener is subscribed and its link answers.
         self.ready = asyncio.Event()
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         # Publishes go out one at a time, in call order (the lock is FIFO): over a
         # pool of connections, concurrent publishes could reach Redis reordered.
         self._publishing = asyncio.Lock()
+        self._fail_fast_until = 0.0
+        self._sent_at = math.inf  # when the publish Redis has not answered yet was sent
+        self._others: frozenset[str] = frozenset()  # other replicas listening, per the registry
+        # After our own outage Redis may have restarted and lost the registry:
+        # the replicas known before it still count until this time.
+        self._held: frozenset[str] = frozenset()
+        self._held_until = 0.0
+        self._refreshed_at = 0.0
+        self._heard = 0.0  # when the listening connection last delivered anything
+        self._outage = False
+        self._drop_log = _Throttle()
+        self._error_log = _Throttle()
+        self._registry_log = _Throttle()
 
     def _connect(self) -> Any:
         import redis.asyncio
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
-        # Fail fast: a publish while Redis is away must not hang the caller.
+        # Every call is bounded by its own wait_for (a socket_timeout would
+        # cost a task per command); retrying is the supervisor's job, so
+        # redis-py does not retry on its own.
         return redis.asyncio.Redis.from_url(
             self.url,
-            socket_connect_timeout=1.0,
+            socket_connect_timeout=self.timeout,
             socket_timeout=None,
             retry=Retry(NoBackoff(), 0),
-            health_check_interval=10,
         )
 
     @property
     def healthy(self) -> bool:
-        return self.ready.is_set()
+        """True while subscribed, the link answers, and publishes are not timing out."""
+        return self.ready.is_set() and time.monotonic() >= self._fail_fast_until
+
+    @property
+    def others(self) -> frozenset[str]:
+        """The other replicas the registry says are listening (as of its last read, ≤ 1 s ago)."""
+        return self._others
 
     async def start(self, deliver: Deliver) -> None:
+        """Start listening; waits (at most ``timeout``) for the first subscription."""
         self._client = self._connect()
         self._task = asyncio.get_running_loop().create_task(
-            self._listen(deliver), name="tranzit-redis-listener"
+            self._supervise(deliver), name="tranzit-redis-listener"
         )
+        # So that a publish right after start-up reaches the others; a Redis
+        # that is away must not stop the server from starting.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.ready.wait(), self.timeout)
+
+    # Publishing ------------------------------------------------------------
 
     async def publish(self, envelope: Envelope) -> None:
         import redis
 
         if self._client is None:
             raise BroadcastUnavailable("the Redis broadcast backend is not started")
+        if not self.healthy:
+            raise self._unavailable("the link is down")
         try:
-            async with self._publishing:
-                await self._client.publish(self.channel, envelope.dumps())
+            # One bound for the whole call: waiting behind a hung publish counts.
+            await _within(self._publish_in_order(envelope.dumps()), self.timeout)
+        except asyncio.TimeoutError:
+            # Only a Redis that sits on a command means the link is down; a
+            # long queue of this replica's own publishes does not.
+            stalled = time.monotonic() - self._sent_at >= self.timeout / 2
+            if not stalled:
+                raise self._unavailable(
+                    f"still queued behind earlier publishes after {self.timeout:g} s"
+                ) from None
+            self._fail_fast_until = time.monotonic() + _FAIL_FAST
+            raise self._unavailable(f"no answer within {self.timeout:g} s") from None
         except (redis.RedisError, OSError) as exc:
-            raise BroadcastUnavailable(
-                f"cannot publish to {_redacted(self.url)}: {exc}; delivered to this replica only"
-            ) from None
+            if isinstance(exc, redis.TimeoutError):
+                self._fail_fast_until = time.monotonic() + _FAIL_FAST
+            raise self._unavailable(str(exc)) from None
 
-    async def _listen(self, deliver: Deliver) -> None:
+    async def _publish_in_order(self, data: str) -> None:
+        async with self._publishing:
+            if not self.healthy:  # a publish ahead of this one timed out
+                raise self._unavailable("the link is down")
+            self._sent_at = sent_at = time.monotonic()
+            receivers: int = await self._client.publish(self.channel, data)
+            self._sent_at = math.inf  # answered: nothing is outstanding
+        await self._check_reach(receivers, sent_at)
+
+    def _unavailable(self, reason: str) -> BroadcastUnavailable:
+        return BroadcastUnavailable(
+            f"cannot publish to {_redacted(self.url)}: {reason}; "
+            "other replicas may have missed it (this replica's members got it)"
+        )
+
+    def _known_others(self) -> frozenset[str]:
+        if self._held and time.monotonic() < self._held_until:
+            return self._others | self._held
+        return self._others
+
+    async def _check_reach(self, receivers: int, sent_at: float) -> None:
+        # Our own listener is one of the receivers (publish fails fast otherwise).
+        reached = receivers - 1
+        if reached >= len(self._known_others()):
+            return
+        # The cache is up to a second old: a replica that has since left
+        # cleanly is gone from the registry, so look again before complaining
+        # (unless the registry was read after this publish went out).
+        if self._refreshed_at < sent_at:
+            await self._refresh_registry(register=False)
+        known = len(self._known_others())
+        if reached < known:
+            raise BroadcastIncomplete(
+                f"published to {_redacted(self.url)}, but delivered to this replica and "
+                f"{max(reached, 0)} of {known} other replicas (the others are not listening)"
+            )
+
+    # The replica registry ----------------------------------------------------
+
+    async def _refresh_registry(self, *, register: bool) -> None:
+        """Register this replica (when listening) and read which others are."""
+        self._refreshed_at = time.monotonic()
+        # Redis's clock, not ours: the replicas' clocks need not agree.
+        seconds, micros = await self._client.time()
+        now = seconds + micros / 1e6
+        async with self._client.pipeline(transaction=False) as pipe:
+            if register:
+                pipe.zadd(self.registry_key, {self.name: now})
+            pipe.zremrangebyscore(
+                self.registry_key, "-inf", now - _FORGET_AFTER * self.replica_expiry
+            )
+            pipe.zrangebyscore(self.registry_key, now - self.replica_expiry, "+inf")
+            listening = (await pipe.execute())[-1]
+        self._others = frozenset(m.decode() for m in listening) - {self.name}
+        # One seen again is counted as any other: if it now leaves, it is gone.
+        self._held -= self._others
+
+    async def _register(self) -> None:
+        import redis
+
+        try:
+            await asyncio.wait_for(self._refresh_registry(register=True), self.timeout)
+        except redis.ResponseError as exc:
+            # Refused (an ACL without ZADD, a key of another type): the others
+            # will not count us, which costs their BroadcastIncomplete, not delivery.
+            if self._registry_log.due():
+                log.warning("broadcast: cannot update %s: %s", self.registry_key, exc)
+
+    async def _keep_registered(self) -> None:
+        import redis
+
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            # A link that fails here is the watchdog's to notice (its PING).
+            with contextlib.suppress(
+                redis.ConnectionError, redis.TimeoutError, OSError, asyncio.TimeoutError
+            ):
+                await self._register()
+
+    # Listening -------------------------------------------------------------
+
+    async def _supervise(self, deliver: Deliver) -> None:
+        """Run the listener forever: any end of it is logged and followed by a restart."""
         import redis
 
         backoff = self.min_backoff
         while True:
-            pubsub = self._client.pubsub()
+            started = time.monotonic()
             try:
-                await pubsub.subscribe(self.channel)
-                async for message in pubsub.listen():
-                    kind = message.get("type")
-                    if kind == "subscribe":
-                        # Ready only once Redis confirmed the subscription: before
-                        # that, a message published elsewhere would not reach us.
-                        if backoff > self.min_backoff:
-                            log.info("broadcast: reconnected to %s", _redacted(self.url))
-                        backoff = self.min_backoff
-                        self.ready.set()
-                        continue
-                    if kind != "message":
-                        continue
-                    try:
-                        envelope = Envelope.loads(message["data"])
-                    except (ValueError, TypeError) as exc:
-                        log.warning("broadcast: ignored a malformed message: %s", exc)
-                        continue
-                    await deliver(envelope)
-            except (redis.RedisError, OSError) as exc:
-                self.ready.clear()
-                log.warning(
-                    "broadcast: lost %s (%s); retrying in %.1f s",
-                    _redacted(self.url),
-                    exc,
-                    backoff,
-                )
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-            await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                await self._listen(deliver)  # returns only by raising; restarted anyway
+            except (redis.RedisError, OSError, asyncio.TimeoutError, _LinkDown) as exc:
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if not self._outage:
+                    self._outage = True
+                    log.warning(
+                        "broadcast: lost %s (%s); reconnecting", _redacted(self.url), reason
+                    )
+                await self._drop_idle_connections()
+            except Exception as exc:
+                # A bug (ours, or in a deliver callback): say so, then carry on.
+                if self._error_log.due():
+                    log.error(
+                        "broadcast: the listener failed (%s: %s); restarting it",
+                        type(exc).__name__,
+                        exc,
+                    )
+            if time.monotonic() - started > self.max_backoff:
+                backoff = self.min_backoff  # it had been up: this is a new failure
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
             backoff = min(backoff * 2, self.max_backoff)
 
+    async def _drop_idle_connections(self) -> None:
+        # A restarted Redis closed every pooled connection: without this, the
+        # first command after it is back would fail on one of them.
+        import redis
+
+        pool = self._client.connection_pool
+        with contextlib.suppress(redis.RedisError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(pool.disconnect(inuse_connections=False), self.timeout)
+
+    async def _listen(self, deliver: Deliver) -> None:
+        import redis
+
+        pubsub = self._client.pubsub()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await asyncio.wait_for(self._subscribe(pubsub), self.timeout)
+            if self._outage:
+                # Redis may have restarted empty: keep counting the replicas
+                # we knew until they had time to register again.
+                self._held = self._known_others()
+                self._held_until = time.monotonic() + self.replica_expiry
+            await self._register()
+            if self._outage:
+                self._outage = False
+                log.info("broadcast: reconnected to %s", _redacted(self.url))
+            self._heard = time.monotonic()
+            self.ready.set()
+            # Reading blocks without a timeout (no per-message cost); the
+            # watchdog beside it is what notices a silent link.
+            loop = asyncio.get_running_loop()
+            tasks = [
+                loop.create_task(self._receive(pubsub, deliver)),
+                loop.create_task(self._watch(pubsub)),
+                loop.create_task(self._keep_registered()),
+            ]
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done.pop().result()  # each runs until it fails: re-raise for the supervisor
+        finally:
+            self.ready.clear()
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
+                for task in tasks:  # retrieved: the supervisor reports the first failure
+                    if not task.cancelled():
+                        task.exception()
+            with contextlib.suppress(redis.RedisError, OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(pubsub.aclose(), self.timeout)
+
+    async def _subscribe(self, pubsub: Any) -> None:
+        await pubsub.subscribe(self.channel)
+        # Listening only once Redis confirmed the subscription: before that, a
+        # message published elsewhere would not reach us.
+        while True:
+            message = await pubsub.get_message(timeout=self.timeout)
+            if message is not None and message["type"] == "subscribe":
+                return
+
+    async def _receive(self, pubsub: Any, deliver: Deliver) -> None:
+        async for message in pubsub.listen():
+            self._heard = time.monotonic()
+            if message["type"] == "message":
+                envelope = self._decode(message["data"])
+                if envelope is not None:
+                    await deliver(envelope)
+        raise _LinkDown("the subscription ended")
+
+    async def _watch(self, pubsub: Any) -> None:
+        """PING a link that has been silent for ``ping_interval``; raise if it stays silent."""
+        pinged = 0.0
+        while True:
+            await asyncio.sleep(self.ping_interval / 4)
+            now = time.monotonic()
+            silent = now - self._heard
+            if silent > 2 * self.ping_interval:
+                raise _LinkDown(f"no answer to PING within {self.ping_interval:g} s")
+            if silent > self.ping_interval and now - pinged > self.ping_interval:
+                pinged = now
+                # The answer arrives through _receive; sending is bounded too.
+                await asyncio.wait_for(pubsub.ping(), self.ping_interval)
+
+    def _decode(self, data: bytes) -> Envelope | None:
+        try:
+            return Envelope.loads(data)
+        except ValueError as exc:
+            self.dropped += 1
+            if self._drop_log.due():
+                log.warning(
+                    "broadcast: dropped a message on %s that is not an envelope (%s); "
+                    "%d dropped so far",
+                    self.channel,
+                    exc,
+                    self.dropped,
+                )
+            return None
+
     async def close(self) -> None:
+        import redis
+
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         if self._client is not None:
+            # Leave the registry at once, so the others do not count us as missing.
+            with contextlib.suppress(redis.RedisError, OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self._client.zrem(self.registry_key, self.name), self.timeout
+                )
             await self._client.aclose()
             self._client = None
         self.ready.clear()
