@@ -13,13 +13,15 @@ import json
 import logging
 import secrets
 import sys
-from collections.abc import Coroutine, Iterator
+import time
+from collections.abc import Coroutine, Generator, Iterator
+from contextvars import Context, copy_context
 from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, web
 
 from ..limits import SEND_QUEUE
-from .outbound import ConnectionClosed, Outbound
+from .outbound import ConnectionClosed, Outbound, SendBudget
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionRegistry", "Membership"]
 
@@ -30,15 +32,129 @@ _ids = itertools.count(1)
 _PREFIX = secrets.token_hex(4)
 
 
+# How long a client closed for being too slow gets for the close handshake; then
+# its socket is dropped with everything still buffered for it.
+SLOW_CLOSE_TIMEOUT = 1.0
+
+
 if sys.version_info >= (3, 12):
 
     def _new_task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         return asyncio.Task(coro, loop=asyncio.get_running_loop(), name=name, eager_start=True)
 
+    def _running(task: asyncio.Task[None]) -> bool:
+        return not task.done()
+
 else:
+    # What 3.12's eager_start does itself: make the new task the current one while
+    # its first step runs (asyncio.timeout() and TaskGroup look it up there).
+    from asyncio.tasks import _enter_task, _leave_task
+
+    class _Rest(Coroutine[Any, Any, None]):
+        """A call whose first step already ran; its task steps the rest, in the call's context."""
+
+        __slots__ = ("_context", "_coro", "_first", "_waiting", "done", "error")
+
+        def __init__(self, coro: Coroutine[Any, Any, None], context: Context) -> None:
+            self._coro = coro
+            self._context = context
+            self._first = True
+            self._waiting: Any = None
+            self.error: BaseException | None = None
+            self.done = False
+
+        def send(self, value: Any) -> Any:
+            if self._first:  # the task's first step: hand it what the call waits on
+                self._first = False
+                if self.error is not None:
+                    raise self.error
+                if self.done:
+                    raise StopIteration
+                return self._waiting
+            return self._context.run(self._coro.send, value)
+
+        def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+            self._first = False
+            if self.done:
+                raise typ if val is None else val
+            return self._context.run(self._coro.throw, typ if val is None else val)
+
+        def close(self) -> None:
+            self._coro.close()
+
+        def __await__(self) -> Generator[Any, None, None]:
+            raise TypeError("a call's task steps it; it is not awaited")
+
+        def step(self) -> None:
+            try:
+                self._waiting = self._context.run(self._coro.send, None)
+            except StopIteration:
+                self.done = True
+            except (KeyboardInterrupt, SystemExit):
+                self.done = True
+                raise
+            except BaseException as exc:  # the task ends with it, as a task's own step would
+                self.done = True
+                self.error = exc
 
     def _new_task(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        return asyncio.get_running_loop().create_task(coro, name=name)
+        """A task whose first step runs now (eager start, emulated before 3.12).
+
+        The call runs in a copy of the context, as in a task of its own, so what
+        it sets does not reach the receive loop.
+        """
+        loop = asyncio.get_running_loop()
+        rest = _Rest(coro, copy_context())
+        task: asyncio.Task[None] = loop.create_task(rest, name=name)
+        outer = asyncio.current_task(loop)
+        if outer is not None:
+            _leave_task(loop, outer)
+        _enter_task(loop, task)
+        try:
+            rest.step()
+        finally:
+            _leave_task(loop, task)
+            if outer is not None:
+                _enter_task(loop, outer)
+        if rest.done:
+            # Finished without waiting: its task only has to notice (one loop step).
+            task.add_done_callback(_retrieve)
+        return task
+
+    def _retrieve(task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            task.exception()
+
+    def _running(task: asyncio.Task[None]) -> bool:
+        """Whether the call is waiting on something (not merely not yet noticed done)."""
+        rest = task.get_coro()
+        return not task.done() and not (isinstance(rest, _Rest) and rest.done)
+
+
+class _Throttle:
+    """At most ``burst`` log lines per ``period`` seconds; counts the ones held back."""
+
+    __slots__ = ("_burst", "_count", "_held", "_period", "_start")
+
+    def __init__(self, burst: int, period: float) -> None:
+        self._burst, self._period = burst, period
+        self._start = 0.0
+        self._count = self._held = 0
+
+    def allow(self) -> int | None:
+        """None: hold this line back; else how many were held back before it."""
+        now = time.monotonic()
+        if now - self._start >= self._period:
+            self._start, self._count = now, 0
+        if self._count >= self._burst:
+            self._held += 1
+            return None
+        self._count += 1
+        held, self._held = self._held, 0
+        return held
+
+
+_slow_warnings = _Throttle(burst=10, period=1.0)
 
 
 class Membership(Protocol):
@@ -48,16 +164,33 @@ class Membership(Protocol):
     def leave(self, conn: Connection, group: str) -> None: ...
     def groups_of(self, conn: Connection) -> frozenset[str]: ...
 
+    #: The send bounds of its connections (see :class:`~tranzit.ws.outbound.Outbound`).
+    send_buffer: int
+    send_timeout: float | None
+    send_budget: SendBudget
+
 
 class Connection:
     """A connected client, the first argument of every rule handler.
 
     Everything sent to it goes through its :class:`~tranzit.ws.outbound.Outbound`,
     in order. ``await conn.send_text(...)`` returns once the frame is on its way;
-    when frames are already waiting for this client it waits its turn.
+    when frames are already waiting for this client it waits its turn. A
+    client that goes over a send bound (bytes, frames, ``send_timeout``) is
+    closed with 1013 "too slow" and what waited for it is dropped.
     """
 
-    __slots__ = ("_cork", "_out", "_tasks", "_ws", "hub", "id", "request", "state")
+    __slots__ = (
+        "_closer",
+        "_cork",
+        "_out",
+        "_tasks",
+        "_ws",
+        "hub",
+        "id",
+        "request",
+        "state",
+    )
 
     def __init__(
         self,
@@ -73,8 +206,23 @@ class Connection:
         self.hub = hub
         self._ws = ws
         self._cork = getattr(ws, "cork", None)
-        self._out = Outbound(ws, limit=send_queue, on_full=self._too_slow, name=self.id)
+        bounds: dict[str, Any] = {}
+        if hub is not None:  # the hub's bounds, and its budget for all its clients
+            bounds = {
+                "max_bytes": hub.send_buffer,
+                "timeout": hub.send_timeout,
+                "budget": hub.send_budget,
+            }
+        self._out = Outbound(
+            ws,
+            limit=send_queue,
+            on_full=self._too_slow,
+            name=self.id,
+            transport=self._cork or request.transport,
+            **bounds,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} tasks={len(self._tasks)} closed={self.closed}>"
@@ -112,13 +260,51 @@ class Connection:
         """Close with ``code``; the endpoint then cancels this connection's handlers."""
         await self._ws.close(code=code, message=message.encode())
 
-    def _too_slow(self) -> None:
-        log.warning(
-            "connection %s is too slow: %d frames wait for it; closing it with 1013",
-            self.id,
-            len(self._out),
-        )
-        self.start(self.close(WSCloseCode.TRY_AGAIN_LATER, "too slow"), f"tranzit-close-{self.id}")
+    def _too_slow(self, why: str, waiting: int, frames: int, dropped: int) -> None:
+        """Over a send bound (the outbound path calls this once): log, close with 1013."""
+        held = _slow_warnings.allow()
+        if held is not None:
+            log.warning(
+                "websocket %s from %s is too slow (over %s): %d bytes in %d frame(s) "
+                "waited for it; closing it with 1013, dropped %d frame(s)%s",
+                self.id,
+                self.request.remote,
+                why,
+                waiting,
+                frames,
+                dropped,
+                f"; {held} similar line(s) held back" if held else "",
+            )
+        if self._closer is None:
+            self._closer = asyncio.get_running_loop().create_task(
+                self._close_slow(), name=f"tranzit-close-{self.id}"
+            )
+
+    async def _close_slow(self) -> None:
+        """Try the close frame; after SLOW_CLOSE_TIMEOUT drop the socket and what it buffers.
+
+        The close frame leaves behind what the socket already buffers, so a
+        client that reads again soon gets it; one that does not is aborted, and
+        the buffer freed. Not one of the calls: those the endpoint cancels.
+        """
+        transport = self.request.transport
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SLOW_CLOSE_TIMEOUT
+        try:
+            await asyncio.wait_for(
+                self._ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"too slow", drain=False),
+                SLOW_CLOSE_TIMEOUT,
+            )
+            # Closed: the socket sends what it buffers, then hangs up, if the client reads.
+            while transport is not None and transport.get_write_buffer_size():
+                if loop.time() >= deadline:
+                    break
+                await asyncio.sleep(0.02)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass  # it did not read its close frame either
+        finally:
+            if transport is not None and transport.get_write_buffer_size():
+                transport.abort()
 
     # Groups (kept by the hub) -----------------------------------------------
 
@@ -149,14 +335,14 @@ class Connection:
     def start(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run ``coro`` as a task owned by this connection (cancelled when it closes).
 
-        On Python 3.12+ the task starts eagerly: it runs up to its first real
-        suspension at once, so a call that answers without waiting finishes
-        here and costs no trip through the event loop, and is never counted as
-        running; one that waits carries on as an ordinary task, concurrently
-        with the others.
+        The task starts eagerly: it runs up to its first real suspension at
+        once, so a call that answers without waiting finishes here and is never
+        counted as running (before 3.12, where asyncio has no eager tasks, its
+        task then only notices it is done); one that waits carries on as an
+        ordinary task, concurrently with the others.
         """
         task = _new_task(coro, name)
-        if not task.done():
+        if _running(task):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             if self._cork is not None:  # its first step's replies join the batch
@@ -171,6 +357,8 @@ class Connection:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._out.close()
+        if self._closer is not None:  # bounded by SLOW_CLOSE_TIMEOUT
+            await asyncio.gather(self._closer, return_exceptions=True)
 
 
 class ConnectionRegistry:

@@ -7,8 +7,11 @@ it to the other replicas.
 
 Delivery to each connection goes through that connection's ordered outbound
 path (:mod:`tranzit.ws.outbound`): after whatever was sent to it before,
-never waiting on it. A client with a full queue is closed with 1013 (try
-again later), so a slow client never delays the others.
+never waiting on it. A client over a send bound is closed with 1013 (try
+again later), so a slow client never delays the others: its own bounds
+(``send_queue`` frames, ``send_buffer`` bytes, ``send_timeout`` seconds), and
+``send_buffer_total`` bytes for all the clients of this hub together, which
+closes the client whose frame went over it.
 """
 
 from __future__ import annotations
@@ -20,23 +23,24 @@ from collections.abc import Iterator
 from aiohttp import web
 
 from ..errors import TranzitError
-from ..limits import SEND_QUEUE
+from ..limits import BROADCAST_TIMEOUT, SEND_BUFFER, SEND_BUFFER_TOTAL, SEND_QUEUE, SEND_TIMEOUT
 from .backplane import Backend, BroadcastUnavailable, Envelope, LocalBackend
 from .connection import Connection, ConnectionRegistry
+from .outbound import SendBudget
 
 __all__ = ["HUB", "BroadcastUnavailable", "Envelope", "Hub", "create_backend"]
 
 log = logging.getLogger("tranzit.ws")
 
 
-def create_backend(url: str | None) -> Backend:
+def create_backend(url: str | None, *, timeout: float = BROADCAST_TIMEOUT) -> Backend:
     """The backend for ``broadcast_url``: none → in-process; ``redis://…`` → Redis pub/sub."""
     if not url:
         return LocalBackend()
     if url.startswith(("redis://", "rediss://", "unix://")):
         from .redis_backend import RedisBackend
 
-        backend: Backend = RedisBackend(url)
+        backend: Backend = RedisBackend(url, timeout=timeout)
         return backend
     raise TranzitError(f"broadcast_url: expected redis://, rediss:// or unix://, found {url!r}")
 
@@ -44,12 +48,27 @@ def create_backend(url: str | None) -> Backend:
 class Hub:
     """This process's connections, their groups, and the way to every other replica."""
 
-    def __init__(self, backend: Backend | None = None, *, send_queue: int = SEND_QUEUE) -> None:
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        *,
+        send_queue: int = SEND_QUEUE,
+        send_buffer: int = SEND_BUFFER,
+        send_buffer_total: int = SEND_BUFFER_TOTAL,
+        send_timeout: float | None = SEND_TIMEOUT,
+    ) -> None:
         self.id = secrets.token_hex(6)
         self.connections = ConnectionRegistry()
         self.backend: Backend = backend or LocalBackend()
-        #: Frames that may wait for one client (each connection's outbound limit).
+        # Read by each connection when it opens (tranzit.limits says what each is).
+        #: Frames that may wait for one client.
         self.send_queue = send_queue
+        #: Bytes that may wait for one client, queued and in its socket's buffer.
+        self.send_buffer = send_buffer
+        #: Seconds a frame may wait to be handed to a client's socket (None: no limit).
+        self.send_timeout = send_timeout
+        #: Bytes waiting for all of this hub's clients, and ``limit``: send_buffer_total.
+        self.send_budget = SendBudget(send_buffer_total)
         self._groups: dict[str, set[Connection]] = {}
         self._memberships: dict[Connection, set[str]] = {}
         self._started = False

@@ -9,9 +9,17 @@ a client receives them in the order they were produced, compressed or not.
   unless aiohttp has to wait: a paused transport, or a large compressed frame
   going to a thread). Only then do later frames queue behind it, and one task
   per connection (made when needed) sends them in order.
-* **Bounded**: at most ``limit`` frames wait for one client. The one over the
-  limit is refused, and the client is closed with 1013 (try again later):
-  a client that stops reading cannot grow the server's memory.
+* **Bounded in bytes and time**: what waits for one client (its queued
+  frames plus the socket's write buffer) stays under ``max_bytes`` and
+  ``limit`` frames, what waits for all the clients of a hub under its
+  :class:`SendBudget`, and no frame waits longer than ``timeout`` seconds to
+  be handed to the socket. The frame that would go over a bound is refused,
+  everything queued for that client is dropped, and the client is closed with
+  1013 (try again later): a client that stops reading cannot grow the
+  server's memory. The bytes are looked at only when a frame has to wait, so
+  the write-through path costs nothing more; a client with nothing queued
+  holds at most what aiohttp's flow control lets into the socket's buffer
+  (about 128 KiB) before its next frame has to wait.
 * **Backpressure for one producer**: :meth:`Outbound.write` returns a future
   when its frame had to queue; a sender that awaits it (``conn.send_text``)
   never has more than one frame waiting. Deliveries that must not wait on a
@@ -33,10 +41,16 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-__all__ = ["ConnectionClosed", "CorkedTransport", "Outbound", "resume"]
+from ..limits import SEND_BUFFER, SEND_TIMEOUT
+
+__all__ = ["ConnectionClosed", "CorkedTransport", "Outbound", "SendBudget", "resume"]
 
 
 Payload = str | bytes
+
+
+#: Called when a client goes over a bound: why, bytes and frames waiting, frames dropped.
+OnFull = Callable[[str, int, int, int], None]
 
 
 class ConnectionClosed(ConnectionError):
@@ -136,18 +150,48 @@ def resume(coro: Coroutine[Any, Any, Any], waiting: Any) -> Generator[Any, None,
                 return
 
 
+class SendBudget:
+    """The bytes waiting for all the clients of one hub, and how many may (``limit``).
+
+    Each :class:`Outbound` with frames waiting charges what waits for its
+    client (queued frames and socket buffer) and gives it back once sent.
+    """
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+
+def _size(data: Payload) -> int:
+    """Bytes ``data`` takes on the wire (isascii() is O(1); encoding only for the rest)."""
+    if type(data) is str:
+        return len(data) if data.isascii() else len(data.encode())
+    return len(data)
+
+
 class Outbound:
     """The frames on their way to one client (see the module's docstring)."""
 
     __slots__ = (
+        "_budget",
         "_busy",
+        "_bytes",
+        "_charged",
         "_frames",
         "_full",
         "_id",
         "_limit",
+        "_loop",
+        "_max_bytes",
         "_on_full",
         "_pump",
         "_queue",
+        "_since",
+        "_timeout",
+        "_timer",
+        "_transport",
         "_ws",
     )
 
@@ -156,30 +200,49 @@ class Outbound:
         ws: web.WebSocketResponse,
         *,
         limit: int,
-        on_full: Callable[[], None],
+        on_full: OnFull,
         name: str = "",
+        max_bytes: int = SEND_BUFFER,
+        timeout: float | None = SEND_TIMEOUT,
+        budget: SendBudget | None = None,
+        transport: asyncio.WriteTransport | CorkedTransport | None = None,
     ) -> None:
         self._ws = ws
         # aiohttp's frame writer when the response exposes it (StrictWebSocketResponse):
         # a text frame is then one coroutine instead of two. Else ws.send_str.
         self._frames = getattr(ws, "frame_writer", None)
         self._limit = limit
+        self._max_bytes = max_bytes
+        self._timeout = timeout or None
+        self._budget = budget
+        self._transport = transport
         self._on_full = on_full
         self._id = name
-        self._queue: deque[tuple[Payload, asyncio.Future[None] | None]] = deque()
+        self._loop = asyncio.get_running_loop()
+        # (frame, its waiter, its size in bytes, when it was queued)
+        self._queue: deque[tuple[Payload, asyncio.Future[None] | None, int, float]] = deque()
+        self._bytes = 0  # the queued frames' sizes
+        self._charged = 0  # what this client holds of the budget
         self._busy = False  # a send is under way: later frames wait in the queue
-        self._full = False  # overflowed: the client is being closed, nothing more goes out
+        self._full = False  # over a bound: the client is being closed, nothing more goes out
         self._pump: asyncio.Task[None] | None = None
+        self._since = 0.0  # when the frame being sent was queued
+        self._timer: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
+
+    def waiting_bytes(self) -> int:
+        """Bytes waiting for this client: queued frames and the socket's write buffer."""
+        transport = self._transport
+        return self._bytes + (transport.get_write_buffer_size() if transport is not None else 0)
 
     def write(self, data: Payload) -> asyncio.Future[None] | None:
         """Send ``data`` after everything before it.
 
         Returns None when it was handed to the transport at once, else a future
         done once it has been. Raises :class:`ConnectionClosed` when the client
-        is gone or is being closed for not reading.
+        is gone or is being closed for being too slow.
         """
         if self._busy:
             return self._enqueue(data, True)
@@ -191,7 +254,7 @@ class Outbound:
     def offer(self, data: Payload) -> None:
         """Send ``data`` after everything before it, never waiting (deliveries).
 
-        A client that is gone, or over its limit, is skipped.
+        A client that is gone, or over a bound, is skipped.
         """
         try:
             if self._busy:
@@ -218,32 +281,83 @@ class Outbound:
             return
         except ConnectionError as exc:  # aiohttp: "Cannot write to closing transport"
             raise ConnectionClosed(f"connection {self._id} is closed") from exc
-        # aiohttp has to wait: the rest of this send, then the queue, go on in a task.
+        # aiohttp has to wait (the socket's buffer is full, or deflate runs in a
+        # thread): from here the client's bytes count, and the rest of this send,
+        # then the queue, go on in a task.
+        why = self._over(self.waiting_bytes())
+        if why is not None:
+            coro.close()
+            self._overflow(why, 1)
         self._busy = True
-        self._pump = asyncio.get_running_loop().create_task(
+        self._since = loop_time = self._loop.time()
+        self._pump = self._loop.create_task(
             self._drain(resume(coro, waiting)), name=f"tranzit-outbound-{self._id}"
         )
+        if self._timeout is not None:
+            self._timer = self._loop.call_at(loop_time + self._timeout, self._check_time)
 
     def _enqueue(self, data: Payload, wait: bool) -> asyncio.Future[None] | None:
         if self._full or self._ws.closed:
             raise ConnectionClosed(f"connection {self._id} is closed")
+        size = _size(data)
         if len(self._queue) >= self._limit:
-            self._full = True
-            self._on_full()
-            raise ConnectionClosed(f"connection {self._id} is too slow; closing it")
-        waiter = asyncio.get_running_loop().create_future() if wait else None
-        self._queue.append((data, waiter))
+            why: str | None = f"ws_send_queue: {self._limit} frames"
+        else:
+            why = self._over(self.waiting_bytes() + size)
+        if why is not None:
+            self._overflow(why, len(self._queue) + 1)
+        waiter = self._loop.create_future() if wait else None
+        self._queue.append((data, waiter, size, self._loop.time()))
+        self._bytes += size
         return waiter
+
+    def _over(self, waiting: int) -> str | None:
+        """Why ``waiting`` bytes are too many for this client (None: they are not); charges them."""
+        if waiting > self._max_bytes:
+            return f"ws_send_buffer: {self._max_bytes} bytes"
+        budget = self._budget
+        if budget is not None:
+            used = budget.used + waiting - self._charged
+            if waiting > self._charged and used > budget.limit:
+                return f"ws_send_buffer_total: {budget.limit} bytes for all clients"
+            budget.used = used
+            self._charged = waiting
+        return None
+
+    def _overflow(self, why: str, dropped: int) -> None:
+        """Over a bound: drop what waits, tell the connection (it closes), refuse the frame."""
+        waiting, frames = self.waiting_bytes(), len(self._queue)
+        self._full = True
+        self._drop()
+        self._on_full(why, waiting, frames, dropped)
+        raise ConnectionClosed(f"connection {self._id} is too slow; closing it")
+
+    def _check_time(self) -> None:
+        # One timer per stalled pump, moved on as frames go out (not one per frame).
+        self._timer = None
+        if self._pump is None or self._full or self._timeout is None:
+            return
+        deadline = self._since + self._timeout
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._check_time)
+            return
+        with contextlib.suppress(ConnectionClosed):
+            self._overflow(
+                f"ws_send_timeout: a frame waited {self._timeout:g} s", len(self._queue) + 1
+            )
 
     async def _drain(self, first: Any) -> None:
         queue = self._queue
         try:
             await first
+            self._recount()
             while queue:
-                data, waiter = queue.popleft()
+                data, waiter, size, self._since = queue.popleft()
+                self._bytes -= size
                 await self._start_send(data)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
+                self._recount()
         except ConnectionError:
             self._fail_waiting()
         except asyncio.CancelledError:
@@ -252,18 +366,45 @@ class Outbound:
         finally:
             self._busy = False
             self._pump = None
+            self._release()
+
+    def _recount(self) -> None:
+        """What this client holds of the budget, after a frame went out (never refuses)."""
+        budget = self._budget
+        if budget is not None:
+            waiting = self.waiting_bytes()
+            budget.used += waiting - self._charged
+            self._charged = waiting
+
+    def _release(self) -> None:
+        """Nothing waits in the queue any more: give the budget back, stop the clock."""
+        if self._budget is not None:
+            self._budget.used -= self._charged
+        self._charged = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _drop(self) -> None:
+        """Stop sending: cancel the send under way, fail the waiters, forget the queue."""
+        pump = self._pump
+        if pump is not None:
+            pump.cancel()
+        self._fail_waiting()
+        self._release()
 
     def _fail_waiting(self) -> None:
-        while self._queue:
-            _, waiter = self._queue.popleft()
+        queue = self._queue
+        self._bytes = 0
+        while queue:
+            waiter = queue.popleft()[1]
             if waiter is not None and not waiter.done():
                 waiter.set_exception(ConnectionClosed(f"connection {self._id} is closed"))
 
     async def close(self) -> None:
         """Stop sending (the connection is closing): what still waits is dropped."""
         pump = self._pump
+        self._drop()
         if pump is not None:
-            pump.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                 await pump
-        self._fail_waiting()
