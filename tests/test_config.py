@@ -167,3 +167,71 @@ def test_cli_reports_one_line_and_exits_2(
         assert len(lines) == 1 and lines[0].startswith("tranzit: "), result.stderr
         assert needle in lines[0]
         assert "Traceback" not in result.stderr
+
+
+def test_duplicate_keys_are_refused_with_both_lines(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "apps: [a]\nhttp_port: 1\n\napps: [b]\n"), {})
+    assert "server.yml: apps: expected each key once, found it on line 1 and line 4" in str(
+        info.value
+    )
+    # Aliases within the limits still work.
+    text = "ws_allowed_origins: &o [https://a.example]\nallowed_hosts: *o\nhttp_host: &h 0.0.0.0\n"
+    config = load_config(write(tmp_path, text + "ws_host: *h\n"), {})
+    assert config.allowed_hosts == ("https://a.example",) and config.ws_host == "0.0.0.0"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("apps: &a [*a]\n", "no alias inside its own anchor"),
+        ("apps: " + "[" * 100 + "]" * 100 + "\n", "nested at most 32 levels"),
+        ("apps: {" * 50 + "}" * 50 + "\n", "nested at most 32 levels"),
+        ("http_port: " + "9" * 5000 + "\n", "line 1, column 12: cannot read the value"),
+        ("http_port: 2024-13-45\n", "line 1, column 12: cannot read the value"),
+        (
+            "a: &a [" + ", ".join(["x"] * 200) + "]\napps: [" + ", ".join(["*a"] * 60) + "]\n",
+            "at most 10000 values once aliases are expanded",
+        ),
+    ],
+)
+def test_hostile_yaml_is_refused_in_one_short_line(tmp_path: Path, text: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), {})
+    message = str(info.value)
+    assert needle in message and "\n" not in message and len(message) < 300
+
+
+def test_values_in_messages_are_cut_to_one_short_line(tmp_path: Path) -> None:
+    text = "http_port: '" + "9" * 5000 + "'\nws_path: [" + ", ".join(["x"] * 3000) + "]\n"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), {})
+    assert "http_port: expected a port number" in str(info.value)
+    assert len(str(info.value)) < 300
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, ""), {"TRANZIT_LOG_LEVEL": "x\n" * 5000})
+    message = str(info.value)
+    assert "environment TRANZIT_LOG_LEVEL: log_level" in message
+    assert "\n" not in message and len(message) < 300
+
+
+@pytest.mark.parametrize(
+    ("key", "too_short", "shortest"),
+    [
+        ("ws_heartbeat", 0.9, 1.0),
+        ("ws_send_timeout", 0.05, 0.1),
+        ("header_timeout", 0.05, 0.1),
+        ("body_timeout", 0.05, 0.1),
+        ("keepalive_timeout", 0.05, 0.1),
+        ("broadcast_timeout", 0.05, 0.1),
+        ("shutdown_timeout", 0.05, 0.1),
+    ],
+)
+def test_seconds_have_sane_minimums(
+    tmp_path: Path, key: str, too_short: float, shortest: float
+) -> None:
+    with pytest.raises(
+        ConfigError, match=rf"{key}: expected a number of seconds from {shortest:g}"
+    ):
+        load_config(write(tmp_path, f"{key}: {too_short}\n"), {})
+    assert getattr(load_config(write(tmp_path, f"{key}: {shortest}\n"), {}), key) == shortest

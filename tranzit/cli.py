@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result: int = args.func(args)
         return result
     except TranzitError as exc:
-        print(f"tranzit: {exc}", file=sys.stderr)
+        print(f"tranzit: {' '.join(str(exc).splitlines())}", file=sys.stderr)  # one line
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -134,7 +134,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
+    from .app import create_app
+    from .sessions import check_secret
+
     config, project = _load(args)
+    # Refuse what a start refuses: build the app (routes, static folders, sessions)
+    # and check the secret as production would, then throw the app away.
+    check_secret(config)
+    create_app(config, project)
     apps = ", ".join(a.name for a in project.apps) or "none"
     print(f"{config.source}: ok; apps: {apps}; websocket rules: {len(project.rules)}")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from . import limits
-from .errors import ConfigError
+from .errors import ConfigError, show, show_key
 
 __all__ = [
     "CONFIG_FILE",
@@ -31,6 +32,12 @@ ENV_PREFIX = "TRANZIT_"
 #: ``/static/common`` and ``/static/tranzit`` are taken by the project and the framework.
 RESERVED_APP_NAMES = ("common", "tranzit")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+#: A server.yml is a few dozen values; aliases may not make it much bigger ("billion
+#: laughs": a few hundred bytes of nested aliases that expand to gigabytes).
+MAX_YAML_VALUES = 10_000
+#: Settings nest two levels deep; PyYAML's composer recurses once per level.
+MAX_YAML_DEPTH = 32
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
@@ -130,6 +137,107 @@ def locate_project(
     return root, file if file.is_absolute() else root / file
 
 
+class _Refused(Exception):
+    """A document PyYAML would accept but a settings file must not be."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.message = message
+
+
+class _SettingsLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses duplicate keys and bounds nesting.
+
+    The pure-Python loader, so that composing can be checked: a settings file
+    is small, its speed does not matter.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise _Refused(
+                    None,
+                    f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: "
+                    f"expected values nested at most {MAX_YAML_DEPTH} levels deep",
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, OverflowError) as exc:  # 5000 digits, 2024-13-45
+            mark = node.start_mark
+            raise _Refused(
+                None,
+                f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: "
+                f"cannot read the value: {show_key(str(exc), 100)}",
+            ) from None
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue  # merge keys (``<<``) override on purpose
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _Refused(
+                    str(key),
+                    f"expected each key once, found it on line {seen[key]} and line {line}",
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node) -> int:
+    """How many values ``node`` holds once its aliases are expanded (shared nodes counted
+    each time they are used, computed once each); over the limit raises ``_Refused``."""
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:
+        if id(n) in sizes:
+            if sizes[id(n)] < 0:
+                raise _Refused(None, "invalid YAML: expected no alias inside its own anchor")
+            return sizes[id(n)]
+        sizes[id(n)] = -1
+        total = 1
+        if isinstance(n, yaml.SequenceNode):
+            total += sum(size(item) for item in n.value)
+        elif isinstance(n, yaml.MappingNode):
+            total += sum(size(k) + size(v) for k, v in n.value)
+        if total > MAX_YAML_VALUES:
+            raise _Refused(
+                None,
+                f"invalid YAML: expected at most {MAX_YAML_VALUES} values once aliases "
+                "are expanded, found more",
+            )
+        sizes[id(n)] = total
+        return total
+
+    return size(node)
+
+
+def _parse_yaml(text: str) -> Any:
+    loader = _SettingsLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _read_yaml(file: Path) -> dict[str, Any]:
     where = str(file)
     try:
@@ -139,12 +247,14 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(where, None, f"cannot read: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _parse_yaml(text)
+    except _Refused as exc:
+        raise ConfigError(where, exc.key and show_key(exc.key), exc.message) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(where, None, f"invalid YAML{at}: {problem}") from None
+        raise ConfigError(where, None, f"invalid YAML{at}: {show_key(problem)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -154,16 +264,20 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     names = {f.name for f in _settings()}
     for key in data:
         if not isinstance(key, str) or key not in names:
-            hint = _close_match(str(key), names)
+            hint = _close_match(key, names)
             raise ConfigError(
-                where, str(key), f"unknown key{hint}; expected one of: {', '.join(sorted(names))}"
+                where,
+                show_key(key),
+                f"unknown key{hint}; expected one of: {', '.join(sorted(names))}",
             )
     return dict(data)
 
 
-def _close_match(key: str, names: set[str]) -> str:
+def _close_match(key: Any, names: set[str]) -> str:
     import difflib
 
+    if not isinstance(key, str) or len(key) > 100:
+        return ""
     match = difflib.get_close_matches(key, sorted(names), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
@@ -191,7 +305,7 @@ def _field_type(name: str) -> str:
         "ws_path": "path",
         "ws_allowed_origins": "tuple",
         "ws_max_message_size": "size",
-        "ws_heartbeat": "seconds",
+        "ws_heartbeat": "heartbeat",
         "ws_max_tasks": "count",
         "ws_send_queue": "count",
         "ws_send_buffer": "size",
@@ -218,7 +332,7 @@ _FALSE = {"0", "false", "no", "off"}
 def _convert(name: str, value: Any) -> Any:
     """Check one value; raise ValueError('expected ..., found ...') on a mismatch."""
     kind = _field_type(name)
-    found = f"found {value!r}"
+    found = f"found {show(value)}"
     if kind == "auto":
         if value is None or (isinstance(value, str) and value.lower() == "auto"):
             return None
@@ -237,10 +351,13 @@ def _convert(name: str, value: Any) -> Any:
             what = "a port number" if kind == "port" else "an integer"
             raise ValueError(f"expected {what} from {low} to {high}, {found}")
         return number
-    if kind == "seconds":
+    if kind in ("seconds", "heartbeat"):
+        # Below these, a heartbeat's pong deadline (half of it) or a timeout is shorter
+        # than an ordinary round trip, and every client is dropped.
+        shortest = {"seconds": 0.1, "heartbeat": 1.0}[kind]
         seconds = _as_float(value)
-        if seconds is None or not 0 < seconds <= 3600:
-            raise ValueError(f"expected a number of seconds above 0 and at most 3600, {found}")
+        if seconds is None or not shortest <= seconds <= 3600:
+            raise ValueError(f"expected a number of seconds from {shortest:g} to 3600, {found}")
         return seconds
     if kind == "tuple":
         items = [value] if isinstance(value, str) else value
@@ -269,7 +386,7 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isdigit() and len(value) <= 20:
         return int(value)
     return None
 
@@ -296,11 +413,11 @@ def _build(values: dict[str, Any], origins: dict[str, str], source: Path | None)
             raise ConfigError(origins.get(name, "configuration"), name, str(exc)) from None
     apps = converted.get("apps", ())
     if len(set(apps)) != len(apps):
-        twice = sorted({a for a in apps if apps.count(a) > 1})
+        twice = sorted(a for a, n in Counter(apps).items() if n > 1)
         raise ConfigError(
             origins.get("apps", "configuration"),
             "apps",
-            f"expected each app once, found {', '.join(twice)} more than once",
+            f"expected each app once, found {show(', '.join(twice))} more than once",
         )
     for name in apps:
         if not name.isidentifier() or name in RESERVED_APP_NAMES:
@@ -308,7 +425,7 @@ def _build(values: dict[str, Any], origins: dict[str, str], source: Path | None)
                 origins.get("apps", "configuration"),
                 "apps",
                 f"expected app names that are Python identifiers other than "
-                f"{', '.join(RESERVED_APP_NAMES)}, found {name!r}",
+                f"{', '.join(RESERVED_APP_NAMES)}, found {show(name)}",
             )
     config = Config(**converted, source=source)
     if (

@@ -6,11 +6,16 @@ The library raises; only the CLI turns these into a message and an exit code
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
 __all__ = [
     "AppLoadError",
     "ConfigError",
     "ServeError",
     "TranzitError",
+    "show",
+    "show_key",
 ]
 
 
@@ -43,3 +48,28 @@ class ServeError(TranzitError):
     """A server could not start (for example: the port is already in use)."""
 
     exit_code = 1
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlevel = 2
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message: one line, at most ``limit`` characters.
+
+    Bounded work on any value (reprlib stops early), so a hostile value cannot make
+    building the message itself expensive.
+    """
+    return _one_line(_repr.repr(value), limit)
+
+
+def show_key(key: Any, limit: int = 80) -> str:
+    """A key or a text as it appears in a message: strings as written (on one line, at
+    most ``limit`` characters), anything else as ``show``."""
+    return _one_line(key, limit) if isinstance(key, str) else show(key, limit)
+
+
+def _one_line(text: str, limit: int = 80) -> str:
+    text = " ".join(text[: limit * 4].split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

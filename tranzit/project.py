@@ -17,7 +17,7 @@ from typing import Any
 
 from .compat.handlers import adapt as adapt_2018
 from .config import Config
-from .errors import AppLoadError
+from .errors import AppLoadError, show, show_key
 from .ws.rules import Adapt, RuleTable
 
 __all__ = ["AppSpec", "Project", "load_project"]
@@ -113,11 +113,12 @@ def _load_app(root: Path, name: str) -> AppSpec:
         module = importlib.import_module(f"apps.{name}.routes")
     except Exception as exc:
         raise AppLoadError(
-            f"app {name!r}: importing {routes_file} failed: {type(exc).__name__}: {exc}"
+            f"app {name!r}: importing {routes_file} failed: {type(exc).__name__}: "
+            f"{show_key(str(exc), 200)}"
         ) from exc
     return AppSpec(
         name=name,
-        path_prefix=_attr(module, name, "PATH_PREFIX", str, ""),
+        path_prefix=_path_prefix(module, name),
         static_dir=_static_dir(module, name, root),
         routes=_attr(module, name, "routes", dict, {}),
         ws_rules=_attr(module, name, "ws_rules", dict, {}),
@@ -129,9 +130,20 @@ def _attr(module: ModuleType, app: str, attr: str, kind: type, default: Any) -> 
     if not isinstance(value, kind):
         raise AppLoadError(
             f"app {app!r}: routes.py: {attr}: expected a {kind.__name__}, "
-            f"found {type(value).__name__} {value!r}"
+            f"found {type(value).__name__} {show(value)}"
         )
     return value
+
+
+def _path_prefix(module: ModuleType, app: str) -> str:
+    """``PATH_PREFIX``: empty, or a URL path such as ``/api`` that the app's paths follow."""
+    prefix: str = _attr(module, app, "PATH_PREFIX", str, "")
+    if prefix and not prefix.startswith("/"):
+        raise AppLoadError(
+            f"app {app!r}: routes.py: PATH_PREFIX: expected '' or a path starting with '/', "
+            f"found {show(prefix)}"
+        )
+    return prefix
 
 
 def _static_dir(module: ModuleType, app: str, root: Path) -> Path | None:
@@ -141,7 +153,7 @@ def _static_dir(module: ModuleType, app: str, root: Path) -> Path | None:
         return conventional if conventional.is_dir() else None
     if not isinstance(value, (str, Path)):
         raise AppLoadError(
-            f"app {app!r}: routes.py: APP_STATIC_DIR: expected a path, found {value!r}"
+            f"app {app!r}: routes.py: APP_STATIC_DIR: expected a path, found {show(value)}"
         )
     path = Path(value)
     if not path.is_absolute():
@@ -157,11 +169,12 @@ def _check_routes(apps: tuple[AppSpec, ...]) -> None:
         for path in app.routes:
             if not isinstance(path, str) or not path.startswith("/"):
                 raise AppLoadError(
-                    f"app {app.name!r}: routes: expected paths starting with '/', found {path!r}"
+                    f"app {app.name!r}: routes: expected paths starting with '/', "
+                    f"found {show(path)}"
                 )
             full = app.path_prefix + path
             if full in seen:
                 raise AppLoadError(
-                    f"route {full!r} is defined by both app {seen[full]!r} and app {app.name!r}"
+                    f"route {show(full)} is defined by both app {seen[full]!r} and app {app.name!r}"
                 )
             seen[full] = app.name

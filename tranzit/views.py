@@ -13,12 +13,14 @@ Accepted, per path:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from .errors import AppLoadError
+from .errors import AppLoadError, show, show_key
 
 __all__ = ["HTTP_METHODS", "TZView", "add_view"]
 
@@ -35,35 +37,54 @@ class TZView:
 
 
 def add_view(router: web.UrlDispatcher, path: str, view: Any, *, app: str) -> None:
-    """Register ``view`` (see the module docstring) at ``path``."""
+    """Register ``view`` (see the module docstring) at ``path``.
+
+    A pattern aiohttp cannot compile (``/{x``, ``/{id:[}``) is an
+    :class:`~tranzit.errors.AppLoadError` naming the app and the pattern.
+    """
     if inspect.isclass(view) and issubclass(view, web.View):
-        router.add_view(path, view)
+        with _pattern_errors(app, path):
+            router.add_view(path, view)
         return
     if inspect.isclass(view):
         try:
             instance = view()
         except TypeError as exc:
             raise AppLoadError(
-                f"app {app!r}: route {path!r}: cannot create view {view.__name__}(): {exc}"
+                f"app {app!r}: route {show(path)}: cannot create view {view.__name__}(): "
+                f"{show_key(str(exc), 120)}"
             ) from exc
         handlers: dict[str, Handler] = {
             m: getattr(instance, m) for m in HTTP_METHODS if callable(getattr(instance, m, None))
         }
-        methods = list(handlers)
-        if not methods:
+        if not handlers:
             raise AppLoadError(
-                f"app {app!r}: route {path!r}: expected view {view.__name__} to define at "
+                f"app {app!r}: route {show(path)}: expected view {view.__name__} to define at "
                 f"least one of {', '.join(HTTP_METHODS)}"
             )
-        for method in methods:
-            if method == "get":  # also answers HEAD, as aiohttp's add_get does
-                router.add_get(path, handlers[method])
-            else:
-                router.add_route(method.upper(), path, handlers[method])
+        for method, handler in handlers.items():
+            with _pattern_errors(app, path):
+                if method == "get":  # also answers HEAD, as aiohttp's add_get does
+                    router.add_get(path, handler)
+                else:
+                    router.add_route(method.upper(), path, handler)
         return
     if callable(view):
-        router.add_route("*", path, view)
+        with _pattern_errors(app, path):
+            router.add_route("*", path, view)
         return
     raise AppLoadError(
-        f"app {app!r}: route {path!r}: expected a view class or an aiohttp handler, found {view!r}"
+        f"app {app!r}: route {show(path)}: expected a view class or an aiohttp handler, "
+        f"found {show(view)}"
     )
+
+
+@contextmanager
+def _pattern_errors(app: str, path: str) -> Iterator[None]:
+    try:
+        yield
+    except ValueError as exc:  # aiohttp's way of refusing a path pattern
+        raise AppLoadError(
+            f"app {app!r}: route {show(path)}: expected a valid aiohttp path pattern, "
+            f"found: {show_key(str(exc), 120)}"
+        ) from None
