@@ -105,7 +105,13 @@ def test_production_without_secret_refuses_to_start(tmp_path: Path) -> None:
     no_sessions = make_project(tmp_path, {"one": VIEW.format(name="one", prefix="", rule="a")})
     with pytest.raises(ConfigError, match="secret_key: expected a secret when production"):
         project_app(no_sessions, environ={"TRANZIT_PRODUCTION": "true"}, sessions=False)
-    project_app(OLD_PROJECT, environ={"TRANZIT_PRODUCTION": "1", "TRANZIT_SECRET_KEY": "k"})
+    project_app(
+        OLD_PROJECT,
+        environ={
+            "TRANZIT_PRODUCTION": "1",
+            "TRANZIT_SECRET_KEY": "Zx0-vR8_qL2mN5pT7wY9aB1cD3eF4gH6iJ8kM0nP2rS",
+        },
+    )
 
 
 def make_project(root: Path, apps: dict[str, str]) -> Path:

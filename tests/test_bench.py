@@ -19,7 +19,7 @@ from support import IN_CI, WITHOUT_DOCKER
 ROOT = Path(__file__).resolve().parent.parent
 #: The workloads that need a Docker engine: left out of a run without one.
 DOCKER_WORKLOADS = ("static", "broadcast", "lifecycle")
-WORKLOADS = ("http_hello", "http_echo", "ws_echo", "fanout", *DOCKER_WORKLOADS)
+WORKLOADS = ("http_hello", "http_echo", "ws_echo", "fanout", "soak", *DOCKER_WORKLOADS)
 MEASURED = [w for w in WORKLOADS if not (WITHOUT_DOCKER and w in DOCKER_WORKLOADS)]
 
 pytestmark = [
@@ -82,6 +82,11 @@ def test_every_workload_produced_numbers(quick_run) -> None:
             row = fanout["peers"][peer][str(n)]
             assert _positive(row["kib_per_connection"]), (peer, n, row)
             assert _positive(row["p99_ms"]) and _positive(row["server_loop_ms"]), (peer, n, row)
+    soak = w["soak"]
+    # Redis killed twice: some messages are refused, and every acknowledged one arrived.
+    assert soak["acknowledged"] > 0 and soak["unavailable"] > 0, soak
+    assert soak["members_complete"] == soak["members"] and soak["out_of_order"] == 0, soak
+    assert soak["ok"], soak
     if WITHOUT_DOCKER:
         assert not set(DOCKER_WORKLOADS) & set(w), sorted(w)
         return

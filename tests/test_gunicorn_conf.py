@@ -133,7 +133,7 @@ def test_module_defaults() -> None:
     assert settings["accesslog"] is None
     assert settings["forwarded_allow_ips"] == "127.0.0.1"
     assert settings["graceful_timeout"] == 10
-    assert settings["keepalive"] == 5
+    assert settings["keepalive"] == 75
     # Below the compose files' stop_grace_period (15 s).
     assert isinstance(settings["graceful_timeout"], int) and settings["graceful_timeout"] < 15
     assert isinstance(settings["workers"], int) and settings["workers"] >= 1

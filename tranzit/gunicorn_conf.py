@@ -16,7 +16,9 @@ Environment (all optional):
     seconds workers get to finish requests after SIGTERM (default 10, below
     the 15 s ``stop_grace_period`` of the compose files).
 ``GUNICORN_KEEPALIVE``
-    seconds an idle keep-alive connection from the proxy stays open (default 5).
+    seconds an idle keep-alive connection stays open (default: the project's
+    ``keepalive_timeout``, 75). ``header_timeout`` and ``body_timeout`` of the
+    project's config apply too (see :func:`post_worker_init`).
 ``GUNICORN_TIMEOUT``
     seconds of silence before a worker is restarted (default 30).
 ``GUNICORN_ACCESS_LOG``
@@ -33,10 +35,17 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from tranzit.config import load_config, locate_project
 
-__all__ = ["cgroup_cpu_limit", "cpu_count", "worker_class_name", "workers_from_env"]
+__all__ = [
+    "cgroup_cpu_limit",
+    "cpu_count",
+    "post_worker_init",
+    "worker_class_name",
+    "workers_from_env",
+]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 _TRUE = {"1", "true", "yes", "on"}
@@ -152,6 +161,41 @@ def worker_class_name() -> str:
     return "aiohttp.worker.GunicornUVLoopWebWorker"
 
 
+def post_worker_init(worker: Any) -> None:
+    """Serve the worker's app with tranzit's runner (header and body timeouts).
+
+    aiohttp's worker accepts an app factory that returns a runner; this one
+    gets what the worker would have given its own (logger, keep-alive, access
+    log, shutdown time).
+    """
+    from aiohttp import web
+
+    from tranzit.app import CONFIG
+    from tranzit.httpserver import AppRunner, ClientErrorFilter
+
+    factory = worker.wsgi
+    cfg = worker.cfg
+    worker.log.error_log.addFilter(ClientErrorFilter())
+
+    async def runner() -> AppRunner:
+        app = factory if isinstance(factory, web.Application) else await factory()
+        # Any aiohttp app may be served with this config; the project's settings then.
+        config = app.get(CONFIG, _config)
+        log_format = getattr(worker, "_get_valid_log_format", lambda f: None)(cfg.access_log_format)
+        return AppRunner(
+            app,
+            header_timeout=config.header_timeout,
+            body_timeout=config.body_timeout,
+            keepalive_timeout=cfg.keepalive,
+            logger=worker.log,
+            access_log=worker.log.access_log if cfg.accesslog else None,
+            **({"access_log_format": log_format} if log_format else {}),
+            shutdown_timeout=cfg.graceful_timeout / 100 * 95,
+        )
+
+    worker.wsgi = runner
+
+
 def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -179,7 +223,7 @@ workers = workers_from_env(_env, cpu_count())
 worker_class = worker_class_name()
 graceful_timeout = _seconds(_env, "GUNICORN_GRACEFUL_TIMEOUT", 10)
 timeout = _seconds(_env, "GUNICORN_TIMEOUT", 30)
-keepalive = _seconds(_env, "GUNICORN_KEEPALIVE", 5)
+keepalive = _seconds(_env, "GUNICORN_KEEPALIVE", math.ceil(_config.keepalive_timeout))
 accesslog = "-" if _env.get("GUNICORN_ACCESS_LOG", "").strip().lower() in _TRUE else None
 errorlog = "-"
 loglevel = _config.log_level

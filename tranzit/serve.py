@@ -21,6 +21,7 @@ from aiohttp.typedefs import Middleware
 from .app import create_app, create_hub, create_ws_app
 from .config import Config
 from .errors import ServeError
+from .httpserver import AppRunner
 from .project import Project
 
 __all__ = ["run", "run_coroutine", "run_until_signal", "serve", "setup_logging", "start_site"]
@@ -79,16 +80,22 @@ async def serve(
 ) -> None:
     """Serve until a signal. ``ws=None`` means ``config.ws_server_on``."""
     with_ws = config.ws_server_on if ws is None else ws
-    runners: list[web.AppRunner] = []
+    runners: list[AppRunner] = []
+    timeouts = {
+        "header_timeout": config.header_timeout,
+        "body_timeout": config.body_timeout,
+        "keepalive_timeout": config.keepalive_timeout,
+        "shutdown_timeout": config.shutdown_timeout,
+    }
     # One hub for both apps: a message sent from an HTTP view reaches ws-port clients.
     hub = create_hub(config)
     await hub.start()
     try:
         if http:
-            runner = web.AppRunner(
+            runner = AppRunner(
                 create_app(config, project, middlewares=middlewares, hub=hub),
-                shutdown_timeout=config.shutdown_timeout,
                 access_log=None,
+                **timeouts,
             )
             runners.append(runner)
             await runner.setup()
@@ -97,11 +104,7 @@ async def serve(
                 "http://%s:%d/ (websockets also at %s)", config.http_host, port, config.ws_path
             )
         if with_ws:
-            runner = web.AppRunner(
-                create_ws_app(config, project, hub=hub),
-                shutdown_timeout=config.shutdown_timeout,
-                access_log=None,
-            )
+            runner = AppRunner(create_ws_app(config, project, hub=hub), access_log=None, **timeouts)
             runners.append(runner)
             await runner.setup()
             port = await start_site(runner, config.ws_host, config.ws_port)

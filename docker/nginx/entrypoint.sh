@@ -9,11 +9,18 @@ template=/etc/tranzit-nginx/nginx.conf.template
 conf_dir=/tmp/nginx
 mkdir -p "$conf_dir"
 
+# SERVER_NAMES is the stack's ALLOWED_HOSTS: comma separated, "*" for any name.
+names="${TRANZIT_NGINX_SERVER_NAMES:-}"
+[ "$names" = "*" ] && names="~."
+TRANZIT_NGINX_SERVER_NAMES=$(printf '%s' "$names" | tr ',' ' ')
+
 script=""
-for name in PORT WEB WS RESOLVER WS_READ_TIMEOUT MAX_BODY STATIC_MAX_AGE WORKER_CONNECTIONS; do
+for name in PORT WEB WS RESOLVER WS_READ_TIMEOUT MAX_BODY STATIC_MAX_AGE WORKER_CONNECTIONS SERVER_NAMES; do
     eval "value=\${TRANZIT_NGINX_$name:?TRANZIT_NGINX_$name must be set}"
+    allowed='A-Za-z0-9.:_-'
+    [ "$name" = SERVER_NAMES ] && allowed=']A-Za-z0-9.:_~[ -'
     case "$value" in
-        *[!A-Za-z0-9.:_-]*)
+        *[!$allowed]*)
             echo "tranzit-nginx: TRANZIT_NGINX_$name: expected host/port/duration characters, found '$value'" >&2
             exit 2
             ;;

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Container health check: GET /healthz of the role running as PID 1.
+"""Container health check: GET /healthz (or PATH) of the role running as PID 1.
 
-Usage: tranzit-healthcheck [http|ws]. Without an argument the role is read from
-PID 1's command line (the ws role runs `tranzit serve ws`). Needs no curl.
+Usage: tranzit-healthcheck [http|ws] [PATH]. Without a role it is read from
+PID 1's command line (the ws role runs `tranzit serve ws`); PATH defaults to
+/healthz (liveness); /readyz also needs the broadcast backend. Needs no curl.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def main() -> int:
         port = os.environ.get("TRANZIT_WS_PORT", "19719")
     else:
         port = os.environ.get("TRANZIT_HTTP_PORT", "3000")
-    url = f"http://127.0.0.1:{port}/healthz"
+    path = sys.argv[2] if len(sys.argv) > 2 else "/healthz"
+    url = f"http://127.0.0.1:{port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             ok = response.status == 200

@@ -524,10 +524,10 @@ class PingRecorder(ClientConnection):
 async def test_server_heartbeat_pings_and_answers_client_pings(
     serve: Serve, wait_until: WaitUntil
 ) -> None:
-    served = await serve("http", ws_heartbeat=0.5)
+    served = await serve("http", ws_heartbeat=1)
     async with client(served.url, create_connection=PingRecorder, ping_interval=None) as ws:
         assert isinstance(ws, PingRecorder)
-        await wait_until(lambda: len(ws.pings) >= 3, timeout=4, message="3 server pings")
+        await wait_until(lambda: len(ws.pings) >= 3, timeout=6, message="3 server pings")
         # The client's automatic pongs keep it alive across several heartbeats.
         await assert_usable(ws)
         latency = await asyncio.wait_for(await ws.ping(b"are you there"), TIMEOUT)

@@ -453,7 +453,7 @@ async def test_shutdown_sends_1001_even_to_a_client_that_never_answers(
 
 
 async def test_server_heartbeat_ping_keeps_an_answering_client(serve: Serve) -> None:
-    served = await serve("standalone", ws_heartbeat=0.5)
+    served = await serve("standalone", ws_heartbeat=1)
     raw = await open_raw(served)
     try:
         for _ in range(3):
@@ -469,7 +469,7 @@ async def test_server_heartbeat_ping_keeps_an_answering_client(serve: Serve) -> 
 async def test_client_that_never_pongs_is_dropped_and_its_handlers_cancelled(
     serve: Serve, wait_until: WaitUntil
 ) -> None:
-    served = await serve("http", ws_heartbeat=0.5)
+    served = await serve("http", ws_heartbeat=1)
     raw = await open_raw(served)
     try:
         await raw.send_frame(TEXT, b"get_hello|")
