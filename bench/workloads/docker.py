@@ -127,7 +127,14 @@ class Context:
 
     def stack(self, suffix: str, extra: dict[str, str]) -> Any:
         port = proc.free_port()
-        env = {**self.env, "TRANZIT_PUBLISH_PORT": f"127.0.0.1:{port}", **extra}
+        # The bench reaches nginx and the replicas by their compose-network addresses too:
+        # any Host is served (tests/test_hosts.py checks refusals in the apps).
+        env = {
+            **self.env,
+            "TRANZIT_PUBLISH_PORT": f"127.0.0.1:{port}",
+            "ALLOWED_HOSTS": "*",
+            **extra,
+        }
         stack = ds.Stack(self.root, f"{self.name}{suffix}", self.compose, env, port)
         self.stacks.append(stack)
         return stack
