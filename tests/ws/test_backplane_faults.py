@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import signal
-import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import redis
 from aiohttp import ClientWebSocketResponse
 from aiohttp.test_utils import TestClient, TestServer
-from support import FIXTURES, free_port
+from support import FIXTURES
 
 from tranzit.limits import BROADCAST_TIMEOUT
 from tranzit.testing import project_app
@@ -32,64 +28,10 @@ from tranzit.ws.backplane import BroadcastIncomplete, BroadcastUnavailable, Enve
 from tranzit.ws.redis_backend import RedisBackend
 
 if TYPE_CHECKING:
-    from conftest import WaitUntil
+    from conftest import RedisServer, WaitUntil
 
 CHAT = FIXTURES / "chatproject"
 CHANNEL = "tranzit:broadcast"
-
-
-class RedisServer:
-    """A redis-server on a loopback port: kill it, pause it, start it again on that port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
-        argv += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"],
-                capture_output=True,
-                text=True,
-                timeout=5,
-            )
-            if probe.stdout.strip() == "PONG":
-                return
-            time.sleep(0.02)
-        raise AssertionError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.kill()  # SIGKILL ends a stopped process too
 
 
 class Replica:

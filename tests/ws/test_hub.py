@@ -3,85 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
-import time
-from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
-from support import FIXTURES, free_port
+from support import FIXTURES
 
 from tranzit.testing import project_app
 from tranzit.ws import HUB, BroadcastUnavailable
 from tranzit.ws.redis_backend import RedisBackend
 
 if TYPE_CHECKING:
-    from conftest import WaitUntil
+    from conftest import RedisServer, WaitUntil
 
 CHAT = FIXTURES / "chatproject"
 Client = TestClient[Any, Any]
-
-
-class RedisServer:
-    """A redis-server on a loopback port that a test can stop and start again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True
-            )
-            if probe.stdout.strip() == "PONG":
-                return
-            time.sleep(0.05)
-        raise AssertionError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server is not installed (Debian package redis-server)")
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(params=["local", "redis"])
@@ -226,7 +164,7 @@ async def test_redis_outage_local_delivery_error_and_recovery(
         assert await local.receive_str(timeout=5) == "before"
         assert await remote.receive_str(timeout=5) == "before"
 
-        redis_server.stop()
+        redis_server.kill()
         with pytest.raises(BroadcastUnavailable, match="cannot publish to redis://"):
             await hub_a.send_group("room", "during")
         assert await local.receive_str(timeout=5) == "during"  # local delivery kept working
