@@ -8,7 +8,6 @@ applications here.
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +20,7 @@ from .config import Config
 from .loader import load
 from .project import Project
 from .sessions import check_secret, session_key, setup_sessions
+from .throttle import Throttle
 from .views import add_view
 from .ws.endpoint import EndpointSettings, RuleDispatcher, websocket_endpoint
 from .ws.hub import HUB, Hub, create_backend
@@ -177,16 +177,14 @@ def _host_middleware(config: Config) -> Middleware | None:
     allowed = host_checker(config)
     if allowed is None:
         return None
-    last_logged = [-60.0]
+    refusals = Throttle(10.0)
 
     @web.middleware
     async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
         host = request.headers.get("Host")
         if host is None or allowed(host) or request.path in _HEALTH_PATHS:
             return await handler(request)
-        now = time.monotonic()
-        if now - last_logged[0] >= 10.0:
-            last_logged[0] = now
+        if refusals.due():
             log.info(
                 "refused a request for Host %r from %s: not in allowed_hosts "
                 "(set TRANZIT_ALLOWED_HOSTS); further refusals for 10 s are not logged",

@@ -27,12 +27,13 @@ import errno
 import logging
 import os
 import resource
-import time
 from typing import Any
 
 import aiohttp
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import HttpProcessingError
+
+from .throttle import Throttle
 
 __all__ = [
     "PRIVATE_NAMES",
@@ -301,7 +302,7 @@ class DescriptorWatch:
     def __init__(self, interval: float = 10.0) -> None:
         self.interval = interval
         self.connections = 0
-        self._last = -interval
+        self._warnings = Throttle(interval)
         self._limit = 0
         self._check_from = 0
 
@@ -331,10 +332,8 @@ class DescriptorWatch:
             self.warn(in_use)
 
     def warn(self, in_use: int | None = None) -> None:
-        now = time.monotonic()
-        if now - self._last < self.interval:
+        if not self._warnings.due():
             return
-        self._last = now
         if not self._limit:
             self._configure()
         if in_use is None:

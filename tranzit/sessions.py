@@ -12,11 +12,11 @@ import functools
 import hashlib
 import logging
 import math
-import time
 from typing import TYPE_CHECKING, Any
 
 from .config import Config
 from .errors import ConfigError
+from .throttle import Throttle
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -148,7 +148,7 @@ def _cookie_storage(key: bytes) -> Any:
     from cryptography.fernet import Fernet, InvalidToken
 
     fernet = Fernet(base64.urlsafe_b64encode(key))
-    warned_at = [-WARN_INTERVAL]
+    unreadable = Throttle(WARN_INTERVAL)
 
     class CookieStorage(EncryptedCookieStorage):
         async def load_session(self, request: web.Request) -> Session:
@@ -161,9 +161,7 @@ def _cookie_storage(key: bytes) -> Any:
             except (InvalidToken, binascii.Error, ValueError, TypeError, RecursionError):
                 data = None
             if not _is_session_data(data):
-                now = time.monotonic()
-                if now - warned_at[0] >= WARN_INTERVAL:
-                    warned_at[0] = now
+                if unreadable.due():
                     log.warning(
                         "unreadable session cookie (forged, garbled or from another key): "
                         "fresh session (further ones not logged for %.0f s)",

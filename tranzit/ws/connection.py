@@ -13,7 +13,6 @@ import json
 import logging
 import secrets
 import sys
-import time
 from collections.abc import Coroutine, Generator, Iterator
 from contextvars import Context, copy_context
 from typing import Any, Protocol
@@ -21,6 +20,7 @@ from typing import Any, Protocol
 from aiohttp import WSCloseCode, web
 
 from ..limits import SEND_QUEUE
+from ..throttle import Throttle
 from .outbound import ConnectionClosed, Outbound, SendBudget
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionRegistry", "Membership"]
@@ -131,30 +131,7 @@ else:
         return not task.done() and not (isinstance(rest, _Rest) and rest.done)
 
 
-class _Throttle:
-    """At most ``burst`` log lines per ``period`` seconds; counts the ones held back."""
-
-    __slots__ = ("_burst", "_count", "_held", "_period", "_start")
-
-    def __init__(self, burst: int, period: float) -> None:
-        self._burst, self._period = burst, period
-        self._start = 0.0
-        self._count = self._held = 0
-
-    def allow(self) -> int | None:
-        """None: hold this line back; else how many were held back before it."""
-        now = time.monotonic()
-        if now - self._start >= self._period:
-            self._start, self._count = now, 0
-        if self._count >= self._burst:
-            self._held += 1
-            return None
-        self._count += 1
-        held, self._held = self._held, 0
-        return held
-
-
-_slow_warnings = _Throttle(burst=10, period=1.0)
+_slow_warnings = Throttle(period=1.0, burst=10)
 
 
 class Membership(Protocol):

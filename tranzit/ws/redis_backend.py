@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import TranzitError
 from ..limits import BROADCAST_TIMEOUT
+from ..throttle import Throttle
 from .backplane import BroadcastIncomplete, BroadcastUnavailable, Deliver, Envelope
 
 __all__ = ["RedisBackend"]
@@ -66,21 +67,6 @@ def _redacted(url: str) -> str:
 
 class _LinkDown(Exception):
     """The pub/sub connection stopped answering (Redis hung or the network is gone)."""
-
-
-class _Throttle:
-    """At most one log line per ``interval`` seconds for a warning that may repeat."""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._next = 0.0
-
-    def due(self) -> bool:
-        now = time.monotonic()
-        if now < self._next:
-            return False
-        self._next = now + self.interval
-        return True
 
 
 class RedisBackend:
@@ -139,9 +125,9 @@ class RedisBackend:
         self._refreshed_at = 0.0
         self._heard = 0.0  # when the listening connection last delivered anything
         self._outage = False
-        self._drop_log = _Throttle()
-        self._error_log = _Throttle()
-        self._registry_log = _Throttle()
+        self._drop_log = Throttle(10.0)
+        self._error_log = Throttle(10.0)
+        self._registry_log = Throttle(10.0)
 
     def _connect(self) -> Any:
         import redis.asyncio
