@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import resource
+import selectors
 import shutil
 import signal
 import socket
@@ -21,6 +23,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU = 0
@@ -156,6 +159,42 @@ def install_cleanup() -> None:
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_term)
+
+
+def read_event(client: subprocess.Popen[bytes], until: str, timeout: float) -> dict[str, Any]:
+    """Read the client's JSON lines until one has ``event == until`` (or ``until`` as a key).
+
+    The deadline holds even when the client goes quiet in the middle of a line:
+    stdout is read with ``select`` and ``os.read``, never a blocking ``readline``.
+    """
+    assert client.stdout is not None
+    name = client.bench_name  # type: ignore[attr-defined]
+    fd = client.stdout.fileno()
+    buffer: bytearray = client.__dict__.setdefault("bench_buffer", bytearray())
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            while b"\n" in buffer:
+                line, _, rest = bytes(buffer).partition(b"\n")
+                buffer[:] = rest
+                data = json.loads(line)
+                if data.get("event") == until or until in data:
+                    return data  # type: ignore[no-any-return]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BenchError(
+                    f"no {until!r} from {name} within {timeout:.0f} s:\n{log_tail(client)}"
+                )
+            if not selector.select(left):
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                client.wait(5)
+                raise BenchError(
+                    f"{name} ended (exit {client.returncode}) before {until!r}:\n{log_tail(client)}"
+                )
+            buffer += chunk
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:

@@ -37,10 +37,18 @@ RATE = 20.0  # the speaker's messages per second
 
 
 async def member(
-    session: aiohttp.ClientSession, url: str, got: list[int], stop: asyncio.Event
+    session: aiohttp.ClientSession,
+    url: str,
+    got: list[int],
+    stop: asyncio.Event,
+    joined: asyncio.Semaphore,
 ) -> str:
-    async with session.ws_connect(url, heartbeat=None, autoping=True) as ws:
+    # The close handshake at the end is bounded (1 s): a member's end is never what hangs.
+    timeout = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=1.0)
+    async with session.ws_connect(url, heartbeat=None, autoping=True, timeout=timeout) as ws:
         await ws.send_str(f"join|{GROUP}")
+        await asyncio.wait_for(ws.receive(), 30)  # joined
+        joined.release()
         while not stop.is_set():
             try:
                 msg = await asyncio.wait_for(ws.receive(), 0.5)
@@ -56,9 +64,11 @@ async def member(
 async def speaker(
     session: aiohttp.ClientSession, url: str, seconds: float, acks: dict[str, list[int]]
 ) -> None:
-    async with session.ws_connect(url, heartbeat=None) as ws:
+    async with session.ws_connect(
+        url, heartbeat=None, timeout=aiohttp.ClientWSTimeout(ws_close=1.0)
+    ) as ws:
         await ws.send_str(f"join|{GROUP}-speaker")
-        await ws.receive()  # joined
+        await asyncio.wait_for(ws.receive(), 5)  # joined
         seq = 0
         began = time.monotonic()
         while time.monotonic() - began < seconds:
@@ -178,10 +188,43 @@ async def half(port: int, stop: asyncio.Event, result: dict[str, int]) -> None:
             writer.close()
 
 
+async def _settle(tasks: list[asyncio.Future[Any]], timeout: float) -> list[asyncio.Future[Any]]:
+    """Wait up to ``timeout`` for ``tasks``; cancel the ones still running (counted as hung)."""
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=2)
+    return tasks
+
+
+def _end(task: asyncio.Future[Any]) -> str:
+    if task.cancelled():
+        return "hung at the end"
+    error = task.exception()
+    return f"{type(error).__name__}: {error}" if error else str(task.result())
+
+
+async def _watchdog(after: float) -> None:
+    """Should the client itself stall, every task's stack reaches the log (stderr), then exit."""
+    await asyncio.sleep(after)
+    print(f"ws_soak: still running after {after:.0f} s; tasks:", file=sys.stderr)
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=8, file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(3)
+
+
+def _phase(text: str) -> None:
+    print(f"ws_soak: {time.strftime('%H:%M:%S')} {text}", file=sys.stderr, flush=True)
+
+
 async def main(
     port_a: int, port_b: int, seconds: float, good: int, n_stalled: int, n_garbage: int, n_half: int
 ) -> dict[str, Any]:
+    watchdog = asyncio.ensure_future(_watchdog(seconds + 40))
     stop = asyncio.Event()
+    joined = asyncio.Semaphore(0)
     received: list[list[int]] = [[] for _ in range(good)]
     acks: dict[str, list[int]] = {}
     bad = {
@@ -190,10 +233,13 @@ async def main(
         "half": {"opened": 0, "dropped_by_server": 0, "refused": 0},
     }
     ports = [port_a, port_b]
-    async with aiohttp.ClientSession() as session:
+    # No connection limit: aiohttp's default (100 per session) would leave members and the
+    # speaker waiting for a free slot.
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
         members = [
             asyncio.ensure_future(
-                member(session, f"ws://127.0.0.1:{ports[i % 2]}/", received[i], stop)
+                member(session, f"ws://127.0.0.1:{ports[i % 2]}/", received[i], stop, joined)
             )
             for i in range(good)
         ]
@@ -208,13 +254,20 @@ async def main(
         others += [
             asyncio.ensure_future(half(ports[i % 2], stop, bad["half"])) for i in range(n_half)
         ]
-        await asyncio.sleep(1.0)  # everyone joined
+        # Every member has joined (each releases once), then the bad clients had a second.
+        for _ in range(good):
+            await asyncio.wait_for(joined.acquire(), 60)
+        await asyncio.sleep(1.0)
         print(json.dumps({"event": "started"}), flush=True)
         await speaker(session, f"ws://127.0.0.1:{port_a}/", seconds, acks)
+        _phase("the speaker is done")
         await asyncio.sleep(1.0)  # the last messages arrive
         stop.set()
-        ends = await asyncio.wait_for(asyncio.gather(*members, return_exceptions=True), 10)
-        await asyncio.wait_for(asyncio.gather(*others, return_exceptions=True), 10)
+        ends = [_end(task) for task in await _settle(members, 10)]
+        _phase("members settled")
+        await _settle(others, 10)
+        _phase("bad clients settled")
+    watchdog.cancel()
     return {
         "event": "done",
         "received": received,

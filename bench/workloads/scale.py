@@ -26,7 +26,6 @@ from typing import Any
 from .. import proc
 from ..settings import Settings
 from . import docker
-from .ws import _lines
 
 REPLICAS = 3
 STOCK_CONNECTIONS = 4096
@@ -153,7 +152,7 @@ def _once(
         hosts: dict[str, int] = {}
         for c in clients:
             assert c.stdout is not None
-            joined = _lines(c.stdout, "joined", 400, c)
+            joined = proc.read_event(c, "joined", 400)
             for host, count in joined["hosts"].items():
                 hosts[host] = hosts.get(host, 0) + count
         connect_s = time.monotonic() - began
@@ -167,23 +166,23 @@ def _once(
         tell(speaker, "warm")
         for c in clients[:-1]:
             assert c.stdout is not None
-            _lines(c.stdout, "warm", 200, c)
+            proc.read_event(c, "warm", 200)
         tell(speaker, "go")
         assert speaker.stdout is not None
-        _lines(speaker.stdout, "bursting", 120 + rounds * pause, speaker)
+        proc.read_event(speaker, "bursting", 120 + rounds * pause)
         cpu_before, began_at = _cpu(stack, clients), time.monotonic()
-        said = _lines(speaker.stdout, "said", 60, speaker)
+        said = proc.read_event(speaker, "said", 60)
         incomplete = 0
         for c in clients[:-1]:
             assert c.stdout is not None
-            done = _lines(c.stdout, "complete", 200, c)
+            done = proc.read_event(c, "complete", 200)
             incomplete += bool(done.get("incomplete"))
         busy = _busy(cpu_before, _cpu(stack, clients), time.monotonic() - began_at)
         results = []
         for c in clients:
             tell(c, "stop")
             assert c.stdout is not None
-            results.append(_lines(c.stdout, "result", 60, c)["result"])
+            results.append(proc.read_event(c, "result", 60)["result"])
     except proc.BenchError as exc:
         if stack is not None:
             raise proc.BenchError(f"{exc}\n--- containers said:\n{_complaints(stack)}") from exc

@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import proc
 from ..settings import Settings
-from .ws import PROJECT, _lines
+from .ws import PROJECT
 
 RSS_BOUND_MIB = 150
 #: (good, stalled, garbage, half) clients; seconds; Redis outages as (down at, up at).
@@ -85,7 +85,7 @@ def run(settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
     timeline: list[str] = []
     rss_max = [0, 0]
     try:
-        _lines(client.stdout, "started", 30, client)
+        proc.read_event(client, "started", 30)
         began = time.monotonic()
         events = sorted([(down, "down") for down, _ in outages] + [(up, "up") for _, up in outages])
         while client.poll() is None and time.monotonic() - began < seconds + 30:
@@ -104,7 +104,7 @@ def run(settings: Settings, progress: Callable[[str], None]) -> dict[str, Any]:
             if now > seconds:
                 break
             time.sleep(0.25)
-        done = _lines(client.stdout, "done", 60, client)
+        done = proc.read_event(client, "done", 60)
     finally:
         proc.stop(client)
         proc.stop_many([*servers, redis])

@@ -8,13 +8,12 @@ server and the ``websockets`` library's server, both on uvloop.
 
 from __future__ import annotations
 
-import json
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import Any
 
 from .. import proc
 from ..settings import Settings
@@ -42,25 +41,6 @@ def start_server(peer: str, settings: Settings, name: str) -> tuple[subprocess.P
     return server, port
 
 
-def _lines(
-    stream: IO[bytes], until: str, timeout: float, client: subprocess.Popen[bytes]
-) -> dict[str, Any]:
-    """Read JSON lines until one has ``event == until`` (or ``until`` as a key)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = stream.readline()
-        if not line:
-            client.wait(5)
-            raise proc.BenchError(
-                f"{client.bench_name} ended (exit {client.returncode}) before {until!r}:\n"  # type: ignore[attr-defined]
-                f"{proc.log_tail(client)}"
-            )
-        data = json.loads(line)
-        if data.get("event") == until or until in data:
-            return data
-    raise proc.BenchError(f"no {until!r} from {client.bench_name} within {timeout:.0f} s")  # type: ignore[attr-defined]
-
-
 # -- echo -------------------------------------------------------------------------
 
 
@@ -82,11 +62,11 @@ def _echo_once(
     meter = proc.CpuMeter(server.pid, client.pid)
     try:
         assert client.stdout is not None
-        _lines(client.stdout, "start", warmup + 60, client)
+        proc.read_event(client, "start", warmup + 60)
         meter.mark()
-        _lines(client.stdout, "end", duration + 30, client)
+        proc.read_event(client, "end", duration + 30)
         meter.mark()
-        result = _lines(client.stdout, "result", 60, client)["result"]
+        result = proc.read_event(client, "result", 60)["result"]
         client.wait(10)
     finally:
         proc.stop(client)
@@ -159,17 +139,17 @@ def _fanout_once(peer: str, n: int, settings: Settings) -> dict[str, Any]:
     )
     try:
         assert client.stdout is not None and client.stdin is not None
-        _lines(client.stdout, "baseline", 30, client)
+        proc.read_event(client, "baseline", 30)
         time.sleep(0.3)
         rss0 = proc.rss_kib(server.pid)
         client.stdin.write(b"go\n")
         client.stdin.flush()
-        connected = _lines(client.stdout, "connected", 180, client)
+        connected = proc.read_event(client, "connected", 180)
         time.sleep(1.0)  # let the last handshakes settle
         rss1 = proc.rss_kib(server.pid)
         client.stdin.write(b"go\n")
         client.stdin.flush()
-        result = _lines(client.stdout, "result", 60 + 30 * settings.broadcasts, client)["result"]
+        result = proc.read_event(client, "result", 60 + 30 * settings.broadcasts)["result"]
         # Again after the broadcasts: what delivery keeps per connection counts too
         # (tranzit: each connection's outbox and its task, made on first use).
         rss2 = proc.rss_kib(server.pid)
