@@ -214,11 +214,21 @@ async def test_publish_before_the_other_replica_is_back_is_incomplete(
     redis_server: RedisServer, replicas: Any, wait_until: WaitUntil
 ) -> None:
     a = await replicas("a")
-    b = await replicas("b", min_backoff=2.5, max_backoff=2.5)  # slow to come back
+    b = await replicas("b")
     await wait_until(lambda: a.backend.others == {"b"}, timeout=3, message="a to know of b")
     await publish(a, "before")
     assert await b.next_text() == "before"
 
+    # b is slow to come back: its listener waits for the gate before it reconnects
+    # (deterministic, where a long backoff would race a loaded machine's Redis restart).
+    gate = asyncio.Event()
+    listen = b.backend._listen
+
+    async def gated(deliver: Any) -> None:
+        await gate.wait()
+        await listen(deliver)
+
+    b.backend._listen = gated  # type: ignore[method-assign]
     redis_server.kill()
     await wait_until(
         lambda: not (a.backend.healthy or b.backend.healthy),
@@ -231,6 +241,7 @@ async def test_publish_before_the_other_replica_is_back_is_incomplete(
     with pytest.raises(BroadcastIncomplete, match="this replica and 0 of 1 other replicas"):
         await publish(a, "lost on b")
 
+    gate.set()
     await asyncio.wait_for(b.backend.ready.wait(), timeout=5)
     await publish(a, "after")
     assert await b.next_text() == "after"  # "lost on b" was indeed lost, and said so
@@ -279,3 +290,35 @@ async def joined(client: Client, group: str) -> ClientWebSocketResponse:
     await ws.send_str(f"join|{group}")
     assert await ws.receive_str(timeout=5) == f"join|joined {group}"
     return ws
+
+
+async def test_a_replica_reconnects_even_if_a_command_swallows_its_cancellation(
+    redis_server: RedisServer, replicas: Any, wait_until: WaitUntil
+) -> None:
+    """redis-py may turn the cancellation of a running command into a ConnectionError.
+    The listener's helper tasks must still end (or be left behind), or the replica
+    would never reconnect: deaf for good after one Redis restart."""
+    import redis
+
+    a, b = await replicas("a"), await replicas("b")
+    register = b.backend._register
+
+    async def swallowing() -> None:
+        try:
+            await asyncio.sleep(30)  # a command hanging on a dead link
+        except asyncio.CancelledError:
+            raise redis.ConnectionError("Connection closed by server.") from None
+        await register()
+
+    b.backend._register = swallowing  # type: ignore[method-assign]
+    await asyncio.sleep(1.5)  # the registry task is inside the "command" now
+    redis_server.kill()
+    await wait_until(lambda: not b.backend.healthy, timeout=3, message="b to notice")
+    b.backend._register = register  # type: ignore[method-assign]
+    await asyncio.to_thread(redis_server.start)
+    await asyncio.wait_for(b.backend.ready.wait(), timeout=8)
+    await wait_until(
+        lambda: a.backend.healthy and a.backend.others == {"b"}, timeout=5, message="a back"
+    )
+    await publish(a, "heard")
+    assert await b.next_text() == "heard"

@@ -260,10 +260,12 @@ class RedisBackend:
             if self._registry_log.due():
                 log.warning("broadcast: cannot update %s: %s", self.registry_key, exc)
 
-    async def _keep_registered(self) -> None:
+    async def _keep_registered(self, stopped: asyncio.Event) -> None:
         import redis
 
-        while True:
+        # Not `while True`: redis-py may turn the cancellation of a command into a
+        # ConnectionError, which is suppressed below; the loop would then never end.
+        while not stopped.is_set():
             await asyncio.sleep(self.ping_interval)
             # A link that fails here is the watchdog's to notice (its PING).
             with contextlib.suppress(
@@ -317,6 +319,7 @@ class RedisBackend:
 
         pubsub = self._client.pubsub()
         tasks: list[asyncio.Task[None]] = []
+        stopped = asyncio.Event()
         try:
             await asyncio.wait_for(self._subscribe(pubsub), self.timeout)
             if self._outage:
@@ -334,20 +337,26 @@ class RedisBackend:
             # watchdog beside it is what notices a silent link.
             loop = asyncio.get_running_loop()
             tasks = [
-                loop.create_task(self._receive(pubsub, deliver)),
-                loop.create_task(self._watch(pubsub)),
-                loop.create_task(self._keep_registered()),
+                loop.create_task(self._receive(pubsub, deliver), name="broadcast-receive"),
+                loop.create_task(self._watch(pubsub), name="broadcast-watchdog"),
+                loop.create_task(self._keep_registered(stopped), name="broadcast-registry"),
             ]
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             done.pop().result()  # each runs until it fails: re-raise for the supervisor
         finally:
             self.ready.clear()
+            stopped.set()
             for task in tasks:
                 task.cancel()
             if tasks:
-                await asyncio.wait(tasks)
+                # Bounded: a task that does not end when cancelled (a client library
+                # swallowing the cancellation) must not keep the supervisor from
+                # reconnecting; it is left behind, and said so.
+                _, stuck = await asyncio.wait(tasks, timeout=self.timeout)
+                for task in stuck:
+                    log.warning("broadcast: %s did not stop when cancelled", task.get_name())
                 for task in tasks:  # retrieved: the supervisor reports the first failure
-                    if not task.cancelled():
+                    if task.done() and not task.cancelled():
                         task.exception()
             with contextlib.suppress(redis.RedisError, OSError, asyncio.TimeoutError):
                 await asyncio.wait_for(pubsub.aclose(), self.timeout)
