@@ -26,9 +26,8 @@ PEERS = ("tranzit", "aiohttp", "uvicorn+starlette")
 
 
 def peers_of(settings: Settings) -> tuple[str, ...]:
-    """``--tranzit-path`` (a patched copy of tranzit) is measured beside the installed
-    one in the websocket echo only, the workload the current experiment is about."""
-    return PEERS
+    """``--tranzit-path`` (a patched copy of tranzit) is measured beside the installed one."""
+    return (*PEERS, "tranzit-patched") if settings.tranzit_path else PEERS
 
 
 def _argv(peer: str, variant: str, port: int) -> tuple[list[str], dict[str, str]]:
