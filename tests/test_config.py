@@ -235,3 +235,46 @@ def test_seconds_have_sane_minimums(
     ):
         load_config(write(tmp_path, f"{key}: {too_short}\n"), {})
     assert getattr(load_config(write(tmp_path, f"{key}: {shortest}\n"), {}), key) == shortest
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://redis:6379", "expected a Redis URL"),
+        ("redis://redis:port/0", "Port could not be cast to integer"),
+        ("redis://:hunter2@redis:x/0", "found 'redis://***@redis:x/0'"),
+    ],
+)
+def test_broadcast_url_is_checked_when_read(tmp_path: Path, url: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match="broadcast_url") as refused:
+        load_config(write(tmp_path, f"broadcast_url: '{url}'\n"), {})
+    assert expected in str(refused.value)
+    assert "hunter2" not in str(refused.value)  # a password is never echoed
+    with pytest.raises(ConfigError, match="environment TRANZIT_BROADCAST_URL"):
+        load_config(write(tmp_path, ""), {"TRANZIT_BROADCAST_URL": url})
+    good = "redis://redis:6379/0"
+    assert load_config(write(tmp_path, ""), {"TRANZIT_BROADCAST_URL": good}).broadcast_url == good
+
+
+def test_misspelt_tranzit_variables_are_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import tranzit
+
+    (tmp_path / "server.yml").write_text("")
+    environ = {
+        "TRANZIT_WS_PROT": "9000",
+        "TRANZIT_LOGLEVEL": "debug",
+        "TRANZIT_HTTP_PORT": "8000",  # a setting
+        "TRANZIT_PROJECT_DIR": str(tmp_path),  # not a setting, but tranzit's
+        "TRANZIT_NGINX_SERVER_NAMES": "example.com",  # the nginx image's
+    }
+    with caplog.at_level("WARNING", logger="tranzit"):
+        config, _ = tranzit.load(tmp_path, environ=environ)
+    assert config.http_port == 8000
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "environment TRANZIT_LOGLEVEL is not a tranzit setting "
+        "(did you mean 'TRANZIT_LOG_LEVEL'?); ignored",
+        "environment TRANZIT_WS_PROT is not a tranzit setting "
+        "(did you mean 'TRANZIT_WS_PORT'?); ignored",
+    ]

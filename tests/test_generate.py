@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jinja2
 import pytest
 import yaml
 from cookiecutter.exceptions import FailedHookException
@@ -48,7 +49,12 @@ OPTIONS = [
     "include_ci",
     "image_name",
 ]
-EXAMPLE_ONLY = ["apps/{app}/rules.py", "apps/{app}/static/app.js", "tests/test_rules.py"]
+EXAMPLE_ONLY = [
+    "apps/{app}/rules.py",
+    "apps/{app}/static/app.js",
+    "tests/test_rules.py",
+    "tests/test_login.py",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -167,7 +173,7 @@ def test_generated_project(
         f"apps/{app}/__init__.py",
         f"apps/{app}/routes.py",
         f"apps/{app}/views.py",
-        f"apps/{app}/pages/index.html",
+        f"apps/{app}/templates/index.html",
         f"apps/{app}/static/app.css",
         "common/static/site.css",
         "common/static/favicon.png",
@@ -187,13 +193,18 @@ def test_generated_project(
     assert (WORKFLOW.as_posix() in files) is ci
     assert (project / ".github").exists() is ci
 
-    # Nothing unrendered, except the workflow that must keep GitHub's ${{ }}.
+    # Nothing unrendered, except the workflow that must keep GitHub's ${{ }} and the
+    # page templates, which aiohttp-jinja2 renders again: those must be valid Jinja.
     for name, path in files.items():
         data = path.read_bytes()
         if name.startswith(".github/workflows/") or name.endswith(".png"):
             continue
         text = data.decode("utf-8")
-        for marker in ("{{", "{%", "{#", "cookiecutter."):
+        assert "cookiecutter." not in text, name
+        if f"apps/{app}/templates/" in name:
+            jinja2.Environment().parse(text)
+            continue
+        for marker in ("{{", "{%", "{#"):
             assert marker not in text, f"{name} contains {marker!r}"
         if name.endswith(".py"):
             compile(text, name, "exec")
@@ -231,14 +242,21 @@ def test_generated_project(
     assert 'asyncio_mode = "auto"' in pyproject
 
     # Free text is escaped where it lands in HTML.
-    page = (project / "apps" / app / "pages" / "index.html").read_text()
+    page = render_page(project, app, user="someone")
     if "<Co>" in options.get("project_name", ""):
         assert "<Co>" not in page
         assert "Tom&#39;s &#34;Site&#34; &amp; &lt;Co&gt;" in page
     assert ('<script src="/static/tranzit/tz.js">' in page) is example
+    assert ('id="login-form"' in render_page(project, app)) is example
     routes = (project / "apps" / app / "routes.py").read_text()
     assert ('"echo": echo' in routes) is example
+    assert ("ws_connect = session_identity(USER)" in routes) is example
     assert ("ws_rules = {}" in routes) is not example
+    # Without the example, none of its styles are left behind.
+    css = (project / "apps" / app / "static" / "app.css").read_text()
+    assert ("#chat-log" in css and "#clock" in css) is example
+    if not example:
+        assert "{" not in css
 
     # The project's own linter settings: clean, and formatted.
     for command in (["check", "."], ["format", "--check", "."]):
@@ -250,6 +268,30 @@ def test_generated_project(
             check=False,
         )
         assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def render_page(project: Path, app: str, **context: str) -> str:
+    """The app's page template as aiohttp-jinja2 renders it (``static`` as tranzit sets it)."""
+    env = jinja2.Environment(
+        loader=jinja2.PrefixLoader(
+            {app: jinja2.FileSystemLoader(project / "apps" / app / "templates")}
+        ),
+        autoescape=True,
+    )
+    env.globals["static"] = lambda path: "/static/" + path
+    return env.get_template(f"{app}/index.html").render(context)
+
+
+def test_free_text_stays_text_in_the_page_template(
+    tmp_path: Path, cookiecutter_config: Path
+) -> None:
+    """The page is rendered again per request: braces in the description are no Jinja."""
+    # cookiecutter renders the answers themselves first: this one becomes "{{ 6 * 7 }} ...".
+    text = '{{ "{{ 6 * 7 }} {% if x %} {# y #}" }}'
+    project = generate(tmp_path, cookiecutter_config, description=text)
+    page = render_page(project, "hello")
+    assert "42" not in page
+    assert "&#123;&#123; 6 * 7 }} &#123;% if x %} &#123;# y #}" in page
 
 
 def test_readme_holds_the_two_next_step_commands(tmp_path: Path, cookiecutter_config: Path) -> None:

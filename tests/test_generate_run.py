@@ -16,12 +16,13 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 import yaml
 from cookiecutter.main import cookiecutter
-from support import CHROMIUM, actionlint, browser_page, clean_env, free_port, wait_http
+from support import CHROMIUM, CHROMIUM_ARGS, actionlint, clean_env, free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "cookiecutter-tranzit"
@@ -71,6 +72,7 @@ def test_generated_project_test_suite_passes(projects: dict[str, Path], variant:
     ran = {line.split("::")[0] for line in result.stdout.splitlines() if " PASSED" in line}
     assert len(ran) == expected, result.stdout
     assert ("tests/test_rules.py" in ran) is (variant == "default")
+    assert ("tests/test_login.py" in ran) is (variant == "default")
     assert " failed" not in result.stdout and " skipped" not in result.stdout
 
 
@@ -122,17 +124,35 @@ def served_minimal(projects: dict[str, Path]) -> Iterator[tuple[int, int]]:
         yield ports
 
 
+async def logged_in(base: str, name: str) -> aiohttp.ClientSession:
+    """A client with its own cookies (kept for 127.0.0.1), logged in through the page's form."""
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    async with session.post(base + "/login", data={"name": name}) as resp:
+        assert resp.status == 200  # the page again, after the redirect
+        assert f'<span id="user">{name}</span>' in await resp.text()
+    return session
+
+
 async def test_served_project_answers_page_static_and_rules(served: tuple[int, int]) -> None:
     http, ws_port = served
     base = f"http://127.0.0.1:{http}"
-    async with aiohttp.ClientSession() as session:
-        async with session.get(base + "/") as resp:
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(base + "/") as resp:
             assert resp.status == 200
-            page = await resp.text()
-        assert '<script src="/static/tranzit/tz.js"></script>' in page
+            assert 'id="login-form"' in await resp.text()
         for path in ("/static/tranzit/tz.js", "/static/hello/app.js", "/static/common/site.css"):
-            async with session.get(base + path) as resp:
+            async with anonymous.get(base + path) as resp:
                 assert resp.status == 200, path
+        # No session: both websocket endpoints refuse the upgrade.
+        for url in (base + "/ws", f"ws://127.0.0.1:{ws_port}/anything"):
+            with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+                await anonymous.ws_connect(url)
+            assert info.value.status == 401, url
+
+    session = await logged_in(base, "alice")
+    async with session:
+        async with session.get(base + "/") as resp:
+            assert '<script src="/static/tranzit/tz.js"></script>' in await resp.text()
         # The page's websocket endpoint: both rules, in both message forms.
         async with session.ws_connect(base + "/ws") as ws:
             await ws.send_str("echo|hi")
@@ -146,10 +166,11 @@ async def test_served_project_answers_page_static_and_rules(served: tuple[int, i
             await ws.send_str("clock|")
             for _ in range(2):
                 assert (await ws.receive_str(timeout=5)).startswith("clock|")
-        # The standalone websocket server on ws_port answers at any path.
+        # The standalone websocket server on ws_port answers at any path, with the same
+        # session cookie (cookies belong to the host, not the port).
         async with session.ws_connect(f"ws://127.0.0.1:{ws_port}/anything") as ws:
-            await ws.send_str("echo|over the ws port")
-            assert await ws.receive_str(timeout=5) == "echo|over the ws port"
+            await ws.send_str("join|lobby")
+            assert await ws.receive_str(timeout=5) == "chat|lobby,*,alice joined"
 
 
 async def test_minimal_project_serves_its_page(served_minimal: tuple[int, int]) -> None:
@@ -231,6 +252,7 @@ def test_wheel_carries_the_template_and_generates_from_it(tmp_path: Path) -> Non
         slug + ".github/workflows/ci.yml",
         slug + ".gitattributes",
         slug + "common/static/favicon.png",
+        slug + "apps/{{cookiecutter.first_app}}/templates/index.html",
     ]:
         assert name in names, name
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -271,20 +293,75 @@ def test_wheel_carries_the_template_and_generates_from_it(tmp_path: Path) -> Non
 @pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt package 'chromium')")
 def test_example_page_in_chromium(projects: dict[str, Path]) -> None:
-    """The page's script: connects with new TZ(), shows the clock's pushes, echoes a line."""
-    from playwright.sync_api import expect
+    """The page: a login form; logged in, it connects with new TZ(), shows the clock,
+    echoes, and chats under the logged-in name; a visitor without a session gets no websocket."""
+    from playwright.sync_api import expect, sync_playwright
 
     with (
-        serving(projects["default"], [*_tranzit_command(), "run"]) as (http, _),
-        browser_page() as (page, errors),
+        serving(projects["default"], [*_tranzit_command(), "run"]) as (http, ws_port),
+        sync_playwright() as p,
     ):
-        page.goto(f"http://127.0.0.1:{http}/")
-        expect(page.locator("#status")).to_have_text("connected")
-        clock = page.locator("#clock")
-        expect(clock).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
-        first = clock.text_content()
-        expect(clock).not_to_have_text(first or "", timeout=5_000)  # it keeps pushing
-        page.fill("#echo-text", "hello, tranzit")
-        page.click("#echo-form button")
-        expect(page.locator("#log li").first).to_have_text("echo: hello, tranzit")
-        assert errors == []
+        base = f"http://127.0.0.1:{http}/"
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        errors: list[str] = []
+        try:
+            alice = _page(browser, errors)
+            alice.goto(base)
+            expect(alice.locator("#login-form")).to_be_visible()
+            alice.fill("#login-name", "alice")
+            alice.click("#login-form button")
+            expect(alice.locator("#user")).to_have_text("alice")
+            expect(alice.locator("#status")).to_have_text("connected")
+            clock = alice.locator("#clock")
+            expect(clock).to_have_text(re.compile(r"^\d\d:\d\d:\d\d$"))
+            first = clock.text_content()
+            expect(clock).not_to_have_text(first or "", timeout=5_000)  # it keeps pushing
+            alice.fill("#echo-text", "hello, tranzit")
+            alice.click("#echo-form button")
+            expect(alice.locator("#log li").first).to_have_text("echo: hello, tranzit")
+
+            # A second browser (its own cookies) logs in as bob: each sees the other by name.
+            bob = _page(browser, errors)
+            bob.goto(base)
+            bob.fill("#login-name", "bob")
+            bob.click("#login-form button")
+            expect(bob.locator("#status")).to_have_text("connected")
+            expect(alice.locator("#chat-log li").last).to_have_text("bob joined")
+            alice.fill("#chat-text", "hi bob")
+            alice.click("#chat-form button")
+            expect(bob.locator("#chat-log li").last).to_have_text("alice: hi bob")
+
+            # A third, never logged in: the form only, and the websocket refuses it.
+            visitor = _page(browser, errors)
+            sockets: list[str] = []
+            visitor.on("websocket", lambda ws: sockets.append(ws.url))
+            visitor.goto(base)
+            expect(visitor.locator("#login-form")).to_be_visible()
+            assert visitor.locator("#chat-form").count() == 0
+            for url in (f"ws://127.0.0.1:{http}/ws", f"ws://127.0.0.1:{ws_port}/"):
+                outcome = visitor.evaluate(_TRY_WEBSOCKET, url)
+                assert outcome == "closed before opening", (url, outcome)
+            assert sockets == [f"ws://127.0.0.1:{http}/ws", f"ws://127.0.0.1:{ws_port}/"]
+
+            # Logging out ends alice's session: the page shows the form again.
+            alice.click("#logout-form button")
+            expect(alice.locator("#login-form")).to_be_visible()
+            assert errors == []
+        finally:
+            browser.close()
+
+
+# What a page's own `new WebSocket(url)` comes to: opened, or closed before opening.
+_TRY_WEBSOCKET = """(url) => new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => { ws.close(); resolve('opened'); };
+    ws.onclose = () => resolve('closed before opening');
+})"""
+
+
+def _page(browser: Any, errors: list[str]) -> Any:
+    """A page in a fresh context (its own cookies), its script errors collected."""
+    page = browser.new_context().new_page()
+    page.set_default_timeout(10_000)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return page

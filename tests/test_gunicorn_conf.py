@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from support import free_port, wait_http
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tranzit import gunicorn_conf as gc
+from tranzit.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,7 +120,7 @@ def load_settings(env: dict[str, str]) -> dict[str, object]:
         "import json, tranzit.gunicorn_conf as c;"
         "print(json.dumps({k: getattr(c, k) for k in ("
         "'bind','workers','worker_class','graceful_timeout','keepalive','accesslog',"
-        "'forwarded_allow_ips','timeout')}))"
+        "'timeout','logconfig_dict')}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
@@ -131,7 +138,6 @@ def test_module_defaults() -> None:
     settings = load_settings({})
     assert settings["bind"] == ["127.0.0.1:3000"]
     assert settings["accesslog"] is None
-    assert settings["forwarded_allow_ips"] == "127.0.0.1"
     assert settings["graceful_timeout"] == 10
     assert settings["keepalive"] == 75
     # Below the compose files' stop_grace_period (15 s).
@@ -147,14 +153,43 @@ def test_module_reads_environment() -> None:
             "WEB_CONCURRENCY": "3",
             "GUNICORN_ACCESS_LOG": "true",
             "GUNICORN_GRACEFUL_TIMEOUT": "4",
-            "FORWARDED_ALLOW_IPS": "*",
         }
     )
     assert settings["bind"] == ["0.0.0.0:8000"]
     assert settings["workers"] == 3
     assert settings["accesslog"] == "-"
     assert settings["graceful_timeout"] == 4
-    assert settings["forwarded_allow_ips"] == "*"
+
+
+def test_debug_turns_the_access_log_on() -> None:
+    assert load_settings({"TRANZIT_LOG_LEVEL": "debug"})["accesslog"] == "-"
+    assert load_settings({"TRANZIT_LOG_LEVEL": "info"})["accesslog"] is None
+
+
+def test_log_format_reaches_gunicorns_loggers() -> None:
+    config = load_settings({"TRANZIT_LOG_FORMAT": "json"})["logconfig_dict"]
+    assert isinstance(config, dict)
+    assert config["formatters"]["tranzit"] == {"()": "tranzit.logs.JsonFormatter"}
+    for name in ("gunicorn.error", "gunicorn.access"):
+        assert config["loggers"][name]["propagate"] is False  # each line once
+
+
+def test_no_forwarded_allow_ips() -> None:
+    """aiohttp's worker never reads it: trust comes from trusted_proxies."""
+    assert not hasattr(gc, "forwarded_allow_ips")
+
+
+@pytest.mark.parametrize(
+    ("workers", "broadcast_url", "refused"),
+    [(1, None, False), (2, None, True), (4, "redis://redis:6379/0", False)],
+)
+def test_websocket_refusal(workers: int, broadcast_url: str | None, refused: bool) -> None:
+    reason = gc.websocket_refusal(workers, Config(broadcast_url=broadcast_url))
+    assert (reason is not None) == refused
+    if reason is not None:
+        assert "\n" not in reason and f"{workers} gunicorn workers" in reason
+        for remedy in ("TRANZIT_BROADCAST_URL", "WEB_CONCURRENCY=1", "tranzit serve ws"):
+            assert remedy in reason
 
 
 def test_ipv6_bind_is_bracketed() -> None:
@@ -188,3 +223,60 @@ def test_gunicorn_accepts_the_module() -> None:
     assert lines["workers"] == "2"
     assert lines["bind"] == "['127.0.0.1:3999']"
     assert lines["worker_class"].startswith("aiohttp.worker.Gunicorn")
+
+
+# -- several workers without a broadcast_url --------------------------------------
+
+
+@contextmanager
+def gunicorn(project: Path, log: Path, workers: int) -> Iterator[int]:
+    """``tranzit serve http``'s gunicorn on a free port; its output goes to ``log``."""
+    pytest.importorskip("gunicorn")
+    port = free_port()
+    env = clean_env(
+        TRANZIT_PROJECT_DIR=str(project), TRANZIT_HTTP_PORT=str(port), WEB_CONCURRENCY=str(workers)
+    )
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:tranzit.gunicorn_conf"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*argv, "tranzit.app:gunicorn_app"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+async def test_several_workers_without_broadcast_refuse_websockets(tmp_path: Path) -> None:
+    with gunicorn(tmp_path, tmp_path / "gunicorn.log", workers=2) as port:
+        for _ in range(6):  # new connections: both workers answer some
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5):
+                    pass
+            response = info.value.response
+            assert response.status_code == 503
+            body = response.body.decode()
+            assert body.count("\n") == 1 and "TRANZIT_BROADCAST_URL" in body
+            assert "2 gunicorn workers" in body
+    warnings = [
+        line for line in (tmp_path / "gunicorn.log").read_text().splitlines() if "WARNING" in line
+    ]
+    assert len(warnings) == 1 and "websockets are not served at /ws" in warnings[0]
+
+
+async def test_one_worker_serves_websockets(tmp_path: Path) -> None:
+    with gunicorn(tmp_path, tmp_path / "gunicorn.log", workers=1) as port:
+        async with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5) as client:
+            await client.send("no_such_rule|")
+            assert "no_such_rule" in str(await asyncio.wait_for(client.recv(), 5))
+    assert "websockets are not served" not in (tmp_path / "gunicorn.log").read_text()

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import OLD_PROJECT, clean_env, free_port, running
+from support import OLD_PROJECT, clean_env, free_port, running, wait_http
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -103,3 +103,88 @@ def test_app_import_error_is_reported_by_the_cli(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "app 'blog'" in result.stderr and "ZeroDivisionError" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- address options -----------------------------------------------------------
+
+
+def start(argv: list[str], **env: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tranzit", *argv],
+        env=clean_env(**env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=15)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+async def test_run_options_override_the_config_and_environment() -> None:
+    http, ws = free_port(), free_port()
+    options = ["--host", "127.0.0.1", "--port", str(http), "--ws-port", str(ws)]
+    # Ports 1 and 2 could not be bound: the options win over the environment.
+    proc = start(
+        ["run", "-p", str(OLD_PROJECT), *options], TRANZIT_HTTP_PORT="1", TRANZIT_WS_PORT="2"
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{http}/healthz", proc=proc)
+        async with connect(f"ws://127.0.0.1:{ws}", open_timeout=5) as client:
+            await client.send("get_hello|")
+            assert await asyncio.wait_for(client.recv(), timeout=3) == "HELLO!"
+    finally:
+        stop(proc)
+
+
+async def test_serve_ws_options_are_the_websocket_servers_address() -> None:
+    ws = free_port()
+    proc = start(["serve", "ws", "-p", str(OLD_PROJECT), "--host", "127.0.0.1", "--port", str(ws)])
+    try:
+        wait_http(f"http://127.0.0.1:{ws}/healthz", proc=proc)
+        async with connect(f"ws://127.0.0.1:{ws}/", open_timeout=5) as client:
+            await client.send("get_hello|")
+            assert await asyncio.wait_for(client.recv(), timeout=3) == "HELLO!"
+    finally:
+        stop(proc)
+
+
+def test_serve_http_port_option_reaches_gunicorn(tmp_path: Path) -> None:
+    pytest.importorskip("gunicorn")
+    port = free_port()
+    proc = start(["serve", "http", "-p", str(tmp_path), "--port", str(port)], WEB_CONCURRENCY="1")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["run", "--port", "70000"], "--port: http_port: expected a port number from 1 to 65535"),
+        (["run", "--ws-port", "x"], "--ws-port: ws_port: expected a port number from 1 to 65535"),
+        (["run", "--host", ""], "--host: http_host: expected a non-empty string"),
+        (["serve", "ws", "--port", "0"], "--port: ws_port: expected a port number"),
+        (["serve", "http", "--port", "-1"], "--port: http_port: expected a port number"),
+    ],
+)
+def test_bad_option_is_one_config_line_and_exit_2(argv: list[str], error: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "tranzit", *argv, "-p", str(OLD_PROJECT)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tranzit: {error}"), result.stderr

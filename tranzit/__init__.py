@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "1.0.0"
 
-__all__ = ["__version__", "load"]
+__all__ = ["RuleError", "__version__", "load"]
 
 if TYPE_CHECKING:
     from .loader import load as load
+    from .ws.rules import RuleError as RuleError
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +22,12 @@ def __getattr__(name: str) -> Any:
         from .loader import load
 
         return load
+    if name == "RuleError":
+        from .ws.rules import RuleError
+
+        return RuleError
+    if name == "auth":
+        import importlib
+
+        return importlib.import_module(".auth", __name__)
     raise AttributeError(f"module 'tranzit' has no attribute {name!r}")

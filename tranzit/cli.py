@@ -8,14 +8,17 @@ and an exit code: 0 ok, 1 runtime failure (port in use, target exists),
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from . import __version__
-from .config import Config
-from .errors import TranzitError
+from .config import ENV_PREFIX, Config, load_config, locate_project
+from .errors import ConfigError, TranzitError
 from .loader import load
 from .project import Project
 
@@ -37,6 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return 2
+    _early_logging()
     try:
         result: int = args.func(args)
         return result
@@ -45,6 +49,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+
+
+def _early_logging() -> None:
+    """Warnings while the project loads (before its ``log_level`` is known): one line each
+    on stderr, ``tranzit: warning: …``. A runner's own logging set-up replaces this."""
+    root = logging.getLogger()
+    if root.handlers:  # embedded: the host program's logging stays
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LowerLevel("tranzit: %(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+class _LowerLevel(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace(record.levelname, record.levelname.lower(), 1)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,11 +89,19 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="serve the project for development (HTTP + websockets)")
     _project_args(run)
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart when a .py file, a template or the config file of the project changes",
+    )
+    _address_args(run, "http_host and ws_host", "http_port")
+    run.add_argument("--ws-port", metavar="PORT", help="the websocket server's port (ws_port)")
     run.set_defaults(func=_cmd_run)
 
     serve = sub.add_parser("serve", help="run one role: http (gunicorn) or ws (websocket server)")
     serve.add_argument("role", choices=("http", "ws"))
     _project_args(serve)
+    _address_args(serve, "http_host, or ws_host for ws", "http_port, or ws_port for ws")
     serve.set_defaults(func=_cmd_serve)
 
     check = sub.add_parser("check", help="load the config and apps, report problems, exit")
@@ -98,15 +127,75 @@ def _project_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _address_args(parser: argparse.ArgumentParser, host: str, port: str) -> None:
+    parser.add_argument("--host", help=f"bind address (overrides {host})")
+    parser.add_argument("--port", help=f"port (overrides {port})")
+
+
+#: The settings each address option overrides, per command (``serve`` per role).
+_OPTIONS: dict[str, dict[str, tuple[str, ...]]] = {
+    "run": {"host": ("http_host", "ws_host"), "port": ("http_port",), "ws_port": ("ws_port",)},
+    "http": {"host": ("http_host",), "port": ("http_port",)},
+    "ws": {"host": ("ws_host",), "port": ("ws_port",)},
+}
+
+
+def _overrides(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings the command line overrides, and the option that set each one."""
+    options = _OPTIONS.get(getattr(args, "role", None) or args.command, {})
+    values: dict[str, Any] = {}
+    flags: dict[str, str] = {}
+    for option, names in options.items():
+        value: str | None = getattr(args, option, None)
+        for name in names if value is not None else ():
+            values[name] = value
+            flags[name] = "--" + option.replace("_", "-")
+    return values, flags
+
+
+@contextmanager
+def _options_named(flags: dict[str, str]) -> Iterator[None]:
+    """A bad option value is reported by its option (``--port: http_port: ...``)."""
+    try:
+        yield
+    except ConfigError as exc:
+        # Config.replace names its arguments' origin "keyword argument".
+        if exc.key not in flags or exc.source != "keyword argument":
+            raise
+        raise ConfigError(flags[exc.key], exc.key, exc.message) from None
+
+
 def _load(args: argparse.Namespace, *, required: bool = True) -> tuple[Config, Project]:
-    return load(args.project, args.config, required=required)
+    overrides, flags = _overrides(args)
+    with _options_named(flags):
+        return load(args.project, args.config, required=required, **overrides)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .serve import run
 
+    if args.reload:
+        return _run_reloading(args)
     config, project = _load(args)
     run(config, project)
+    return 0
+
+
+def _run_reloading(args: argparse.Namespace) -> int:
+    """The reloader reads only the config (a broken app is the server's to report, and
+    it waits for the next change); the server is ``tranzit run`` without ``--reload``."""
+    from .serve import run_reloading
+
+    root, file = locate_project(args.project, args.config)
+    overrides, flags = _overrides(args)
+    with _options_named(flags):
+        config = load_config(file).replace(**overrides)
+    command = [sys.executable, "-m", "tranzit", "run", "--project", str(root)]
+    command += ["--config", str(file)]
+    for option in _OPTIONS["run"]:
+        if getattr(args, option) is not None:
+            command += ["--" + option.replace("_", "-"), getattr(args, option)]
+    run_reloading(command, config, root)
     return 0
 
 
@@ -117,10 +206,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if args.role == "ws":
         run(config, project, http=False, ws=True)
         return 0
-    # http: gunicorn with aiohttp's worker, configured in tranzit.gunicorn_conf.
+    # http: gunicorn with aiohttp's worker, configured in tranzit.gunicorn_conf, which
+    # reads the project's settings itself: options reach it as their variables.
     os.environ["TRANZIT_PROJECT_DIR"] = str(project.root)
     if args.config is not None:
         os.environ["TRANZIT_CONFIG"] = str(args.config)
+    overrides, _ = _overrides(args)
+    for name in overrides:
+        os.environ[ENV_PREFIX + name.upper()] = str(getattr(config, name))
     argv = [
         sys.executable,
         "-m",
@@ -134,14 +227,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from .app import create_app
-    from .sessions import check_secret
+    from .app import create_apps
 
     config, project = _load(args)
-    # Refuse what a start refuses: build the app (routes, static folders, sessions)
-    # and check the secret as production would, then throw the app away.
-    check_secret(config)
-    create_app(config, project)
+    # Refuse what a start refuses: build what `tranzit run` builds (the hub and its
+    # backend, both apps, every app's setup), then throw it away.
+    create_apps(config, project)
     apps = ", ".join(a.name for a in project.apps) or "none"
     print(f"{config.source}: ok; apps: {apps}; websocket rules: {len(project.rules)}")
     return 0

@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "load_config",
     "locate_project",
+    "unknown_variables",
 ]
 
 CONFIG_FILE = "server.yml"
@@ -32,6 +33,7 @@ ENV_PREFIX = "TRANZIT_"
 #: ``/static/common`` and ``/static/tranzit`` are taken by the project and the framework.
 RESERVED_APP_NAMES = ("common", "tranzit")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 #: A server.yml is a few dozen values; aliases may not make it much bigger ("billion
 #: laughs": a few hundred bytes of nested aliases that expand to gigabytes).
@@ -40,6 +42,7 @@ MAX_YAML_VALUES = 10_000
 MAX_YAML_DEPTH = 32
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LogFormat = Literal["text", "json"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +76,11 @@ class Config:
     body_timeout: float = limits.BODY_TIMEOUT
     keepalive_timeout: float = limits.KEEPALIVE_TIMEOUT
     log_level: LogLevel = "info"
+    #: ``text`` (one readable line each) or ``json`` (one JSON object per line).
+    log_format: LogFormat = "text"
+    #: Proxies whose ``X-Forwarded-For/Proto/Host`` are believed: addresses,
+    #: networks (``172.16.0.0/12``) or host names; empty: none, ``*``: any.
+    trusted_proxies: tuple[str, ...] = ()
     static_url: str = "/static"
     shutdown_timeout: float = 1.5
     broadcast_url: str | None = None
@@ -118,6 +126,34 @@ def load_config(
             values[name] = _from_env(var, env[var], name)
             origins[name] = f"environment {var}"
     return _build(values, origins, file.resolve())
+
+
+#: ``TRANZIT_*`` variables that are not settings: where the project is, and what the
+#: runtime image, the nginx image, compose files and the test suite read.
+OTHER_VARIABLES = frozenset(
+    {"PROJECT_DIR", "CONFIG", "VENV", "STATIC", "RUNTIME_IMAGE", "NGINX_IMAGE", "REDIS_IMAGE"}
+    | {"PYTHON_IMAGE", "PUBLISH_PORT", "OFFLINE_BASE", "EXAMPLE_DIR", "WEB_REPLICAS"}
+    | {"WS_REPLICAS"}
+)
+OTHER_PREFIXES = ("NGINX_", "BUILD_", "TEST_")
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``TRANZIT_*`` variable that is neither a setting nor one of
+    :data:`OTHER_VARIABLES`, with the setting it probably meant."""
+    env = os.environ if environ is None else environ
+    names = {f.name.upper() for f in _settings()}
+    warnings = []
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX):
+            continue
+        name = var[len(ENV_PREFIX) :]
+        if name in names or name in OTHER_VARIABLES or name.startswith(OTHER_PREFIXES):
+            continue
+        hint = _close_match(name, names | OTHER_VARIABLES)
+        hint = hint.replace("(did you mean '", f"(did you mean '{ENV_PREFIX}")
+        warnings.append(f"environment {show_key(var, 60)} is not a tranzit setting{hint}; ignored")
+    return warnings
 
 
 def locate_project(
@@ -287,7 +323,7 @@ def _from_env(var: str, raw: str, name: str) -> Any:
     kind = _field_type(name)
     if kind == "tuple":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
-    if kind == "str|None":
+    if kind in ("str|None", "redis_url"):
         return raw or None
     return raw  # _build converts and validates with the variable name as source
 
@@ -317,9 +353,11 @@ def _field_type(name: str) -> str:
         "body_timeout": "seconds",
         "keepalive_timeout": "seconds",
         "log_level": "level",
+        "log_format": "format",
+        "trusted_proxies": "tuple",
         "static_url": "path",
         "shutdown_timeout": "seconds",
-        "broadcast_url": "str|None",
+        "broadcast_url": "redis_url",
         "broadcast_timeout": "seconds",
         "sessions": "auto",
     }[name]
@@ -368,10 +406,18 @@ def _convert(name: str, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in LOG_LEVELS:
             return value.lower()
         raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, {found}")
+    if kind == "format":
+        if isinstance(value, str) and value.lower() in LOG_FORMATS:
+            return value.lower()
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, {found}")
     if kind == "path":
         if isinstance(value, str) and value.startswith("/"):
             return value.rstrip("/") or "/"
         raise ValueError(f"expected a URL path starting with '/', {found}")
+    if kind == "redis_url":
+        if value is None or value == "":
+            return None
+        return _redis_url(value, found)
     if kind == "str|None":
         if value is None or isinstance(value, str):
             return value or None
@@ -379,6 +425,27 @@ def _convert(name: str, value: Any) -> Any:
     if isinstance(value, str) and value:
         return value
     raise ValueError(f"expected a non-empty string, {found}")
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _redis_url(value: Any, found: str) -> str:
+    """A Redis URL as redis-py reads it (when redis is installed: the port, the db)."""
+    expected = "expected a Redis URL (redis://host:port/db, rediss://… or unix://…)"
+    if isinstance(value, str) and "@" in value:  # never echo a password
+        found = f"found {show(value[: value.find('//') + 2] + '***' + value[value.rfind('@') :])}"
+    if not isinstance(value, str) or not value.startswith(REDIS_SCHEMES):
+        raise ValueError(f"{expected}, {found}")
+    try:
+        from redis.connection import parse_url
+    except ImportError:  # the backend says what to install when it starts
+        return value
+    try:
+        parse_url(value)  # type: ignore[no-untyped-call]
+    except ValueError as exc:
+        raise ValueError(f"{expected}, {found}: {show_key(str(exc), 80)}") from None
+    return value
 
 
 def _as_int(value: Any) -> int | None:

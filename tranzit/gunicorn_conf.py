@@ -9,9 +9,11 @@ Environment (all optional):
     number of worker processes; else one per CPU of the container's CPU quota
     (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``), else per CPU this
     process may run on (its affinity mask), never the host's ``cpu_count``.
-``http_host`` / ``http_port`` / ``log_level`` of the project's config
-    (``server.yml``, then ``TRANZIT_HTTP_HOST`` etc.): the bind address
-    (default ``127.0.0.1:3000``; the runtime image sets ``0.0.0.0``) and log level.
+``http_host`` / ``http_port`` / ``log_level`` / ``log_format`` of the project's
+    config (``server.yml``, then ``TRANZIT_HTTP_HOST`` etc.): the bind address
+    (default ``127.0.0.1:3000``; the runtime image sets ``0.0.0.0``), and the level
+    and format (``text`` or ``json``) of gunicorn's, aiohttp's and tranzit's lines
+    alike (:mod:`tranzit.logs`). ``log_level: debug`` logs each request too.
 ``GUNICORN_GRACEFUL_TIMEOUT``
     seconds workers get to finish requests after SIGTERM (default 10, below
     the 15 s ``stop_grace_period`` of the compose files).
@@ -22,11 +24,13 @@ Environment (all optional):
 ``GUNICORN_TIMEOUT``
     seconds of silence before a worker is restarted (default 30).
 ``GUNICORN_ACCESS_LOG``
-    ``1``/``true`` writes an access log to stdout; off by default (it costs more
-    than half the throughput of a small handler).
-``FORWARDED_ALLOW_IPS``
-    proxies whose ``X-Forwarded-*`` headers are trusted (default ``127.0.0.1``;
-    the compose files set ``*`` because only nginx can reach the web service).
+    ``1``/``true`` writes an access log to stdout at any ``log_level``; off by
+    default below ``debug`` (it costs more than half the throughput of a small handler).
+
+Several workers without a ``broadcast_url`` would each keep their own groups, so
+a group's members on different workers would miss each other's messages. Then
+``ws_path`` answers 503 instead of serving websockets, and the arbiter says so
+at start (:func:`websocket_refusal`).
 """
 
 from __future__ import annotations
@@ -37,12 +41,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tranzit.config import load_config, locate_project
+from tranzit.config import Config, load_config, locate_project
+from tranzit.logs import logging_config
 
 __all__ = [
     "cgroup_cpu_limit",
     "cpu_count",
+    "on_starting",
     "post_worker_init",
+    "websocket_refusal",
     "worker_class_name",
     "workers_from_env",
 ]
@@ -161,24 +168,54 @@ def worker_class_name() -> str:
     return "aiohttp.worker.GunicornUVLoopWebWorker"
 
 
+def websocket_refusal(workers: int, config: Config) -> str | None:
+    """Why the http role must not serve websockets, or None when it may.
+
+    Without a ``broadcast_url`` each worker has its own in-process hub: members of
+    one group on different workers would miss each other's messages.
+    """
+    if workers <= 1 or config.broadcast_url:
+        return None
+    return (
+        f"websockets are not served at {config.ws_path}: {workers} gunicorn workers without "
+        "a broadcast_url would each keep their own groups; set TRANZIT_BROADCAST_URL "
+        "(redis://...), run 1 worker (WEB_CONCURRENCY=1) or serve websockets with the "
+        "ws role (tranzit serve ws)"
+    )
+
+
+def on_starting(server: Any) -> None:
+    """The arbiter, once at start: warn when ``ws_path`` will answer 503."""
+    refusal = websocket_refusal(server.cfg.workers, _config)
+    if refusal is not None:
+        server.log.warning(refusal)
+
+
 def post_worker_init(worker: Any) -> None:
     """Serve the worker's app with tranzit's runner (header and body timeouts).
 
     aiohttp's worker accepts an app factory that returns a runner; this one
     gets what the worker would have given its own (logger, keep-alive, access
-    log, shutdown time).
+    log, shutdown time). tranzit's own factory is told when not to serve
+    websockets (:func:`websocket_refusal`).
     """
     from aiohttp import web
 
-    from tranzit.app import CONFIG
+    from tranzit.app import CONFIG, gunicorn_app
     from tranzit.httpserver import AppRunner, ClientErrorFilter
 
     factory = worker.wsgi
     cfg = worker.cfg
     worker.log.error_log.addFilter(ClientErrorFilter())
+    refusal = websocket_refusal(cfg.workers, _config)
 
     async def runner() -> AppRunner:
-        app = factory if isinstance(factory, web.Application) else await factory()
+        if isinstance(factory, web.Application):
+            app = factory
+        elif factory is gunicorn_app and refusal is not None:
+            app = await gunicorn_app(ws_refusal=refusal)
+        else:
+            app = await factory()
         # Any aiohttp app may be served with this config; the project's settings then.
         config = app.get(CONFIG, _config)
         log_format = getattr(worker, "_get_valid_log_format", lambda f: None)(cfg.access_log_format)
@@ -224,10 +261,12 @@ worker_class = worker_class_name()
 graceful_timeout = _seconds(_env, "GUNICORN_GRACEFUL_TIMEOUT", 10)
 timeout = _seconds(_env, "GUNICORN_TIMEOUT", 30)
 keepalive = _seconds(_env, "GUNICORN_KEEPALIVE", math.ceil(_config.keepalive_timeout))
-accesslog = "-" if _env.get("GUNICORN_ACCESS_LOG", "").strip().lower() in _TRUE else None
+_access_log = _env.get("GUNICORN_ACCESS_LOG", "").strip().lower() in _TRUE
+accesslog = "-" if _access_log or _config.log_level == "debug" else None
 errorlog = "-"
 loglevel = _config.log_level
-forwarded_allow_ips = _env.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+# gunicorn's loggers, aiohttp's and tranzit's in one format (text or json).
+logconfig_dict = logging_config(_config.log_level, _config.log_format, gunicorn=True)
 proc_name = "tranzit-http"
 # gunicorn 23+ opens a control socket at one path per user; tranzit needs none, and
 # several servers of one user (or a read-only home) must not collide on it.

@@ -8,14 +8,17 @@ apps (2018-style websocket handlers are adapted as the rule table is built).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
-from .config import Config, load_config, locate_project
+from .config import Config, load_config, locate_project, unknown_variables
 from .project import Project, load_project
 
 __all__ = ["load"]
+
+log = logging.getLogger("tranzit")
 
 
 def load(
@@ -37,6 +40,8 @@ def load(
     """
     root, file = locate_project(project_dir, config_file, environ)
     config = load_config(file, environ, required=required)
+    for warning in unknown_variables(environ):
+        log.warning("%s", warning)
     if overrides:
         config = config.replace(**overrides)
     return config, load_project(root, config)

@@ -7,8 +7,12 @@ or rule defined twice). The result is plain data for :mod:`tranzit.app`.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
+import logging
 import sys
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +24,19 @@ from .config import Config
 from .errors import AppLoadError, show, show_key
 from .ws.rules import Adapt, RuleTable
 
-__all__ = ["AppSpec", "Project", "load_project"]
+__all__ = ["AppSpec", "ConnectHook", "Project", "SetupHook", "load_project"]
+
+log = logging.getLogger("tranzit")
 
 COMMON_STATIC = Path("common") / "static"
+
+#: ``setup(app)``: called with every ``web.Application`` tranzit builds for the project.
+SetupHook = Callable[[Any], None]
+#: ``ws_connect(request)``: accepts a websocket (returning its identity) or raises to refuse.
+ConnectHook = Callable[[Any], Any]
+
+#: The names tranzit reads from an app's ``routes.py``.
+KNOWN_NAMES = ("routes", "ws_rules", "PATH_PREFIX", "APP_STATIC_DIR", "setup", "ws_connect")
 
 
 @dataclass(frozen=True)
@@ -34,6 +48,10 @@ class AppSpec:
     static_dir: Path | None
     routes: Mapping[str, Any]
     ws_rules: Mapping[str, Callable[..., Any]]
+    #: ``setup(app)`` from routes.py: middlewares, ``cleanup_ctx``, app keys.
+    setup: SetupHook | None = None
+    #: ``ws_connect(request)`` from routes.py (at most one app of a project has one).
+    ws_connect: ConnectHook | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +61,16 @@ class Project:
     rules: RuleTable = field(default_factory=RuleTable)
     #: The project's code imports or names aiohttp_session (sessions: auto).
     uses_sessions: bool = False
+
+    @property
+    def setups(self) -> tuple[SetupHook, ...]:
+        """Every app's ``setup(app)``, in the order of ``apps``."""
+        return tuple(a.setup for a in self.apps if a.setup is not None)
+
+    @property
+    def ws_connect(self) -> ConnectHook | None:
+        """The project's websocket connect hook, if an app declares one."""
+        return next((a.ws_connect for a in self.apps if a.ws_connect is not None), None)
 
     @property
     def common_static(self) -> Path | None:
@@ -64,6 +92,7 @@ def load_project(
     _make_importable(root)
     apps = tuple(_load_app(root, name) for name in config.apps)
     _check_routes(apps)
+    _check_connect_hooks(apps)
     rules = RuleTable()
     for app in apps:
         rules.add(app.name, app.ws_rules, adapt=adapt)
@@ -112,17 +141,93 @@ def _load_app(root: Path, name: str) -> AppSpec:
     try:
         module = importlib.import_module(f"apps.{name}.routes")
     except Exception as exc:
+        log.debug("importing %s failed", routes_file, exc_info=exc)
         raise AppLoadError(
-            f"app {name!r}: importing {routes_file} failed: {type(exc).__name__}: "
-            f"{show_key(str(exc), 200)}"
+            f"app {name!r}: importing {routes_file} failed at {_where(exc, root)}: "
+            f"{type(exc).__name__}: {show_key(_message(exc), 200)} "
+            "(log_level: debug shows the traceback)"
         ) from exc
+    _warn_near_misses(module, name)
     return AppSpec(
         name=name,
         path_prefix=_path_prefix(module, name),
         static_dir=_static_dir(module, name, root),
         routes=_attr(module, name, "routes", dict, {}),
         ws_rules=_attr(module, name, "ws_rules", dict, {}),
+        setup=_hook(module, name, "setup", async_ok=False),
+        ws_connect=_hook(module, name, "ws_connect", async_ok=True),
     )
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, SyntaxError):
+        return exc.msg
+    return str(exc)
+
+
+def _where(exc: BaseException, root: Path) -> str:
+    """``file:line`` in the project where ``exc`` was raised (the deepest such frame)."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{_relative(exc.filename, root)}:{exc.lineno or '?'}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    inside = [f for f in frames if _is_under(f.filename, root)]
+    if not (inside or frames):
+        return "?"
+    frame = (inside or frames)[-1]
+    return f"{_relative(frame.filename, root)}:{frame.lineno}"
+
+
+def _is_under(filename: str, root: Path) -> bool:
+    try:
+        return Path(filename).resolve().is_relative_to(root)
+    except (OSError, ValueError):
+        return False
+
+
+def _relative(filename: str, root: Path) -> str:
+    path = Path(filename)
+    return str(path.relative_to(root)) if _is_under(filename, root) else filename
+
+
+def _warn_near_misses(module: ModuleType, app: str) -> None:
+    """A warning for a module-level name that looks like one tranzit reads (``ws_rule``)."""
+    lowered = {k.lower(): k for k in KNOWN_NAMES}
+    for attr in vars(module):
+        if attr.startswith("_") or attr in KNOWN_NAMES or len(attr) > 40:
+            continue
+        match = difflib.get_close_matches(attr.lower(), lowered, n=1, cutoff=0.85)
+        if match:
+            log.warning(
+                "app %r: routes.py defines %r, which tranzit does not read; did you mean %r?",
+                app,
+                attr,
+                lowered[match[0]],
+            )
+
+
+def _hook(module: ModuleType, app: str, attr: str, *, async_ok: bool) -> Any:
+    hook = getattr(module, attr, None)
+    if hook is None:
+        return None
+    if not callable(hook):
+        raise AppLoadError(
+            f"app {app!r}: routes.py: {attr}: expected a function, found {show(hook)}"
+        )
+    if not async_ok and inspect.iscoroutinefunction(hook):
+        raise AppLoadError(
+            f"app {app!r}: routes.py: setup(app) must be a plain function; start async work "
+            "from it with app.cleanup_ctx.append(...) or app.on_startup.append(...)"
+        )
+    return hook
+
+
+def _check_connect_hooks(apps: tuple[AppSpec, ...]) -> None:
+    having = [a.name for a in apps if a.ws_connect is not None]
+    if len(having) > 1:
+        raise AppLoadError(
+            f"ws_connect is defined by both app {having[0]!r} and app {having[1]!r}; "
+            "a project has one websocket connect hook"
+        )
 
 
 def _attr(module: ModuleType, app: str, attr: str, kind: type, default: Any) -> Any:

@@ -18,6 +18,7 @@ EXAMPLE_ONLY = [
     Path("apps", FIRST_APP, "rules.py"),
     Path("apps", FIRST_APP, "static", "app.js"),
     Path("tests", "test_rules.py"),
+    Path("tests", "test_login.py"),
 ]
 
 

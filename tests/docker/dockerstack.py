@@ -275,7 +275,7 @@ class ChatClient:
                 await asyncio.wait_for(self._new.wait(), left)
 
     async def join(self, room: str) -> None:
-        await self.ws.send_str(f"join|{room},{self.name}")
+        await self.ws.send_str(f"join|{room}")  # the name is the session's (login)
         reply = await self.wait_for(lambda t: t.startswith(f"join|{room},"), 15)
         self.host = reply.split(",")[2]
 
@@ -301,14 +301,28 @@ class ChatClient:
             await self._reader
 
 
+SESSION_COOKIE = "AIOHTTP_SESSION"
+
+
+async def login(session: aiohttp.ClientSession, base: str, name: str) -> dict[str, str]:
+    """Log ``name`` in to the template's example (``POST /login``); the headers that carry
+    its session cookie to a websocket (the example's ``/ws`` refuses anyone else)."""
+    async with session.post(f"{base}/login", data={"name": name}, allow_redirects=False) as r:
+        assert r.status == 303, (r.status, await r.text())
+        cookie = r.cookies[SESSION_COOKIE].value
+    return {"Cookie": f"{SESSION_COOKIE}={cookie}"}
+
+
 async def connect_chat(
     session: aiohttp.ClientSession, url: str, count: int, room: str
 ) -> list[ChatClient]:
-    """``count`` clients of ``url`` (…/ws), each joined to ``room`` as c0, c1, …"""
+    """``count`` clients of ``url`` (…/ws), each logged in as c0, c1, … and joined to ``room``."""
+    base = url.rsplit("/", 1)[0]
     clients: list[ChatClient] = []
     for i in range(count):
+        headers = await login(session, base, f"c{i}")
         ws = await session.ws_connect(
-            url, heartbeat=None, timeout=aiohttp.ClientWSTimeout(ws_close=5)
+            url, heartbeat=None, timeout=aiohttp.ClientWSTimeout(ws_close=5), headers=headers
         )
         client = ChatClient(ws, f"c{i}")
         clients.append(client)

@@ -17,6 +17,7 @@ does with nothing from this checkout:
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -321,7 +322,22 @@ def test_a_user_installs_generates_tests_and_runs_the_stack(
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
             assert response.status == 200
             assert b"<html" in response.read().lower()
-        with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=10) as ws:
+        # The example's /ws wants a logged-in session (POST /login sets its cookie).
+        login = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        login.request(
+            "POST",
+            "/login",
+            body="name=rehearsal",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        answer = login.getresponse()
+        assert answer.status == 303, answer.read()
+        cookie = answer.getheader("Set-Cookie", "").split(";", 1)[0]
+        login.close()
+        headers = {"Cookie": cookie}
+        with connect(
+            f"ws://127.0.0.1:{port}/ws", open_timeout=10, additional_headers=headers
+        ) as ws:
             ws.send("echo|from the registry")
             assert ws.recv(timeout=10) == "echo|from the registry"
     finally:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from dockerstack import CURRENT_STACK, TEMPLATE, DockerEnv, Stack, image_size, record, run
+from dockerstack import CURRENT_STACK, TEMPLATE, DockerEnv, Stack, image_size, login, record, run
 from support import free_port
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -150,11 +150,30 @@ def test_no_traversal_or_listing(stack: Stack, path: str) -> None:
     assert b"Index of" not in body
 
 
+async def test_websocket_refused_without_a_login_and_accepted_with_one(stack: Stack) -> None:
+    """The example's ``ws_connect``: the upgrade through nginx is 401 without the session."""
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(f"{stack.url}/ws", origin=stack.url)
+        assert refused.value.status == 401
+        garbled = {"Cookie": "AIOHTTP_SESSION=gAAAAABnot-a-session"}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(f"{stack.url}/ws", origin=stack.url, headers=garbled)
+        assert refused.value.status == 401
+        headers = await login(session, stack.url, "ada")
+        async with session.ws_connect(
+            f"{stack.url}/ws", origin=stack.url, heartbeat=None, headers=headers
+        ) as ws:
+            await ws.send_str("join|lobby")
+            texts = [(await ws.receive(timeout=10)).data for _ in range(2)]
+            # The chat names members by their session (conn.user), never by what they send.
+            assert "chat|lobby,*,ada joined" in texts, texts
+
+
 async def test_websocket_rule_and_endless_rule(stack: Stack) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.ws_connect(f"{stack.url}/ws", heartbeat=None) as ws,
-    ):
+    async with aiohttp.ClientSession() as session:
+        headers = await login(session, stack.url, "tester")
+        ws = await session.ws_connect(f"{stack.url}/ws", heartbeat=None, headers=headers)
         await ws.send_str("echo|through nginx")
         reply = await ws.receive(timeout=10)
         assert reply.type == aiohttp.WSMsgType.TEXT and reply.data == "echo|through nginx"
@@ -163,18 +182,24 @@ async def test_websocket_rule_and_endless_rule(stack: Stack) -> None:
         pushed = [await ws.receive(timeout=5) for _ in range(3)]
         assert all(m.type == aiohttp.WSMsgType.TEXT for m in pushed)
         assert all(m.data.startswith("clock|") for m in pushed), pushed
+        await ws.close()
 
 
 async def test_browser_origin_is_accepted_and_foreign_origin_refused(stack: Stack) -> None:
     # A browser sends the page's own origin; nginx must pass the Host it was
     # asked for, or the ws service would see "ws:19719" and refuse the page.
     async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"{stack.url}/ws", origin=stack.url, heartbeat=None) as ws:
+        headers = await login(session, stack.url, "tester")
+        async with session.ws_connect(
+            f"{stack.url}/ws", origin=stack.url, heartbeat=None, headers=headers
+        ) as ws:
             await ws.send_str("echo|same origin")
             reply = await ws.receive(timeout=10)
             assert reply.type == aiohttp.WSMsgType.TEXT and reply.data == "echo|same origin"
         with pytest.raises(aiohttp.WSServerHandshakeError) as info:
-            await session.ws_connect(f"{stack.url}/ws", origin="https://evil.example")
+            await session.ws_connect(
+                f"{stack.url}/ws", origin="https://evil.example", headers=headers
+            )
         assert info.value.status == 403
 
 
@@ -253,20 +278,134 @@ ws_rules["shout"] = _shout
     )
     status, _, body = get(stack.url, f"/changed-{marker}")
     assert (status, body) == (200, f"changed {marker}".encode())
-    async with (
-        aiohttp.ClientSession() as session,
-        session.ws_connect(f"{stack.url}/ws", heartbeat=None) as ws,
-    ):
+    async with aiohttp.ClientSession() as session:
+        headers = await login(session, stack.url, "tester")
+        ws = await session.ws_connect(f"{stack.url}/ws", heartbeat=None, headers=headers)
         await ws.send_str("shout|new code")
         reply = await ws.receive(timeout=10)
         assert reply.data == "shout|NEW CODE"
 
 
+PROBE = """
+import json, sys, urllib.request
+request = urllib.request.Request(sys.argv[1], headers=json.loads(sys.argv[2]))
+print(urllib.request.urlopen(request, timeout=10).read().decode())
+"""
+
+
+def addresses(container: str) -> set[str]:
+    networks = inspect(container)["NetworkSettings"]["Networks"]  # type: ignore[index]
+    return {net["IPAddress"] for net in networks.values()}
+
+
+async def test_client_address_and_scheme_through_nginx(stack: Stack) -> None:
+    """web and ws trust nginx (TRANZIT_TRUSTED_PROXIES=nginx): views and rules see the
+    client's address and nginx's scheme; no other container can pass itself off as nginx."""
+    marker = uuid.uuid4().hex[:10]
+    routes = stack.root / "apps" / FIRST_APP / "routes.py"
+    routes.write_text(
+        routes.read_text()
+        + f"""
+
+import json as _json
+
+from tranzit import web as _web
+
+
+def _seen(request):
+    return {{"remote": request.remote, "scheme": request.scheme, "host": request.host}}
+
+
+class _WhoAmI(_web.TZView):
+    async def get(self, request):
+        return _web.json_response(_seen(request))
+
+
+async def _whoami(conn):
+    return _json.dumps(_seen(conn.request))
+
+
+routes["/whoami-{marker}"] = _WhoAmI
+ws_rules["whoami"] = _whoami
+"""
+    )
+    await asyncio.to_thread(stack.compose, "build", timeout=600)
+    await asyncio.to_thread(
+        stack.compose, "up", "-d", "--wait", "--pull", "never", "--wait-timeout", "180", timeout=300
+    )
+    (nginx,) = stack.containers("nginx")
+    proxies = addresses(nginx)
+    path = f"/whoami-{marker}"
+
+    # From this machine through nginx, with spoofed headers that nginx overrides.
+    spoof = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+    status, _, body = get(stack.url, path, spoof)
+    assert status == 200, body
+    seen = json.loads(body)
+    assert seen["scheme"] == "http" and seen["host"] == stack.url.removeprefix("http://")
+    assert seen["remote"] not in proxies | {"203.0.113.7"}, (seen, proxies)
+    # ... and it is the address nginx itself saw: the client, as nginx's access log says.
+    logged = [
+        line.split("|", 1)[1].split()[0]
+        for line in stack.compose("logs", "--no-color", "nginx").stdout.splitlines()
+        if path in line
+    ]
+    assert logged == [seen["remote"]], (logged, seen)
+    # The websocket through nginx (the example's /ws wants a logged-in session).
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        async with session.post(
+            f"{stack.url}/login", data={"name": "probe"}, allow_redirects=False
+        ) as resp:
+            assert resp.status == 303, await resp.text()
+        async with session.ws_connect(f"{stack.url}/ws", origin=stack.url, heartbeat=None) as ws:
+            await ws.send_str("whoami|")
+            reply = await ws.receive(timeout=10)
+            assert reply.type == aiohttp.WSMsgType.TEXT, reply
+            assert json.loads(reply.data.partition("|")[2]) == seen
+
+    # A request from nginx's own address with X-Forwarded-Proto: believed.
+    (web, *_) = stack.containers("web")
+    target = f"http://{sorted(addresses(web))[0]}:3000{path}"
+    forwarded = {**spoof, "Host": "localhost", "X-Forwarded-For": "198.51.100.9, 203.0.113.7"}
+    from_nginx = run(
+        [
+            *("docker", "run", "--rm", "--network", f"container:{nginx}"),
+            *("--entrypoint", "/opt/venv/bin/python", f"{stack.env['IMAGE_NAME']}:t"),
+            *("-c", PROBE, target, json.dumps(forwarded)),
+        ],
+        timeout=60,
+    ).stdout
+    assert json.loads(from_nginx) == {
+        "remote": "203.0.113.7",
+        "scheme": "https",
+        "host": "localhost",
+    }
+    # The same headers from the ws container: not a trusted proxy, so not believed.
+    (ws_container, *_) = stack.containers("ws")
+    from_ws = run(
+        [
+            "docker",
+            "exec",
+            ws_container,
+            "/opt/venv/bin/python",
+            "-c",
+            PROBE,
+            target,
+            json.dumps(forwarded),
+        ],
+        timeout=60,
+    ).stdout
+    assert json.loads(from_ws) == {
+        "remote": sorted(addresses(ws_container))[0],
+        "scheme": "http",
+        "host": "localhost",
+    }
+
+
 async def test_stop_ws_closes_clients_with_1001_quickly(stack: Stack) -> None:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.ws_connect(f"{stack.url}/ws", heartbeat=None) as ws,
-    ):
+    async with aiohttp.ClientSession() as session:
+        headers = await login(session, stack.url, "tester")
+        ws = await session.ws_connect(f"{stack.url}/ws", heartbeat=None, headers=headers)
         await ws.send_str("clock|")
         first = await ws.receive(timeout=5)
         assert first.type == aiohttp.WSMsgType.TEXT

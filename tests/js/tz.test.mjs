@@ -353,3 +353,35 @@ test('call timeout rejects, unsubscribe works, a throwing subscriber does not st
   assert.equal(env.logged.length, 2);
   assert.throws(() => tz.on('tick', 'not a function'), /expected a function/);
 });
+
+test('token option: a fresh token on every attempt, sent as ?token=, and a failing one retried', async () => {
+  const env = load();
+  const tokens = ['first', 'sécond', null];
+  let asked = 0;
+  const errors = recorder();
+  const tz = new env.TZ({ error: errors }, {
+    path: '/ws?room=1',
+    token: () => {
+      asked += 1;
+      if (asked === 3) {
+        throw new Error('login expired');
+      }
+      return Promise.resolve(tokens[asked - 1]);
+    },
+  });
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+  await settle();
+  assert.equal(env.last.url, 'ws://example.test:3000/ws?room=1&token=first');
+  env.last.drop();
+  env.fireTimer();
+  await settle();
+  assert.equal(env.sockets.length, 2);
+  assert.equal(env.last.url, 'ws://example.test:3000/ws?room=1&token=s%C3%A9cond');
+  env.last.drop();
+  env.fireTimer();  // the token function throws: no socket, an error, another attempt
+  await settle();
+  assert.equal(env.sockets.length, 2);
+  assert.ok(errors.calls.some(([e]) => e.code === 'token' && /login expired/.test(e.message)));
+  assert.equal(env.pendingTimers().length, 1);
+  tz.close();
+});

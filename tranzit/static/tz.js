@@ -27,6 +27,7 @@
     maxDelay: 15000,      // ms, the backoff never waits longer than this
     queueLimit: 100,      // messages kept while disconnected
     callTimeout: 0,       // ms; 0 waits for the server as long as the connection lives
+    token: null,          // () => token or Promise of one: sent as ?token= on every (re)connect
     WebSocket: null,      // a WebSocket class to use instead of the global one
   };
 
@@ -103,6 +104,14 @@
     const scheme = loc.protocol === 'https:' ? 'wss:' : 'ws:';
     const rel = url || path;
     return scheme + '//' + loc.host + (rel.charAt(0) === '/' ? rel : '/' + rel);
+  }
+
+  /** `url` with `token=<token>` added to its query (a null/empty token adds nothing). */
+  function withToken(url, token) {
+    if (token === null || token === undefined || token === '') {
+      return url;
+    }
+    return url + (url.indexOf('?') < 0 ? '?' : '&') + 'token=' + encodeURIComponent(String(token));
   }
 
   class TZ {
@@ -242,10 +251,32 @@
       if (this._closed) {
         return;
       }
+      if (typeof this.options.token !== 'function') {
+        this._open(this.url);
+        return;
+      }
+      // A fresh token for every attempt: an expired one is never sent twice.
+      let pending;
+      try {
+        pending = Promise.resolve(this.options.token());
+      } catch (e) {
+        pending = Promise.reject(e);
+      }
+      pending.then((token) => {
+        if (!this._closed) {
+          this._open(withToken(this.url, token));
+        }
+      }, (e) => {
+        this._emit('error', new TZError('token', 'cannot get a token: ' + (e && e.message)));
+        this._scheduleReconnect();
+      });
+    }
+
+    _open(url) {
       const Impl = this.options.WebSocket || root.WebSocket;
       let ws;
       try {
-        ws = new Impl(this.url);
+        ws = new Impl(url);
       } catch (e) {
         this._emit('error', new TZError('socket', 'cannot connect to ' + this.url + ': ' + e.message));
         this._scheduleReconnect();

@@ -12,6 +12,7 @@ from .connection import ConnectionClosed as ConnectionClosed
 from .connection import ConnectionRegistry as ConnectionRegistry
 from .hub import HUB as HUB
 from .hub import Hub as Hub
+from .rules import RuleError as RuleError
 from .rules import RuleTable as RuleTable
 
 __all__ = [
@@ -22,5 +23,6 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionRegistry",
     "Hub",
+    "RuleError",
     "RuleTable",
 ]

@@ -167,6 +167,7 @@ class Connection:
         "id",
         "request",
         "state",
+        "user",
     )
 
     def __init__(
@@ -180,6 +181,8 @@ class Connection:
         self.id = f"{_PREFIX}-{next(_ids)}"
         self.request = request
         self.state: dict[str, Any] = {}
+        #: Who is connected: what the project's ``ws_connect`` hook returned (None without one).
+        self.user: Any = None
         self.hub = hub
         self._ws = ws
         self._cork = getattr(ws, "cork", None)

@@ -9,6 +9,7 @@ connection's one outbound path.
 from __future__ import annotations
 
 import logging
+import secrets
 import types
 from collections.abc import Awaitable, Callable, Collection
 from contextvars import copy_context
@@ -25,7 +26,7 @@ from .connection import Connection, ConnectionClosed
 from .hub import Hub
 from .outbound import resume
 from .protocol import Refuse, plan
-from .rules import Rule, RuleTable
+from .rules import Rule, RuleError, RuleTable
 from .strict import StrictWebSocketResponse, warn_if_hooks_missing
 
 __all__ = [
@@ -62,16 +63,24 @@ class EndpointSettings:
     #: Pages on the same host name at these ports may connect too: the standalone
     #: websocket port serves the pages of the HTTP port.
     same_host_ports: tuple[int, ...] = ()
+    #: ``ws_connect(request)``: accepts (its result is ``conn.user``) or raises an HTTP
+    #: error to refuse, before the upgrade.
+    connect: Callable[[web.Request], Any] | None = None
 
 
 class RuleDispatcher:
     """Runs ``ws_rules`` handlers for incoming messages, each call as its own task."""
 
-    __slots__ = ("_by_name", "max_tasks", "rules")
+    __slots__ = ("_by_name", "expose_errors", "max_tasks", "rules")
 
-    def __init__(self, rules: RuleTable, *, max_tasks: int = MAX_TASKS) -> None:
+    def __init__(
+        self, rules: RuleTable, *, max_tasks: int = MAX_TASKS, expose_errors: bool = True
+    ) -> None:
         self.rules = rules
         self.max_tasks = max_tasks
+        #: Whether a handler's exception text reaches the client (development), or only
+        #: an error id that is also in the log (production).
+        self.expose_errors = expose_errors
         self._by_name = rules.by_name
 
     def on_text(self, conn: Connection, text: str) -> None:
@@ -82,9 +91,9 @@ class RuleDispatcher:
             return
         rule = by_name[decision.rule]
         if rule.inline:
-            _run_inline(conn, rule, decision)
+            _run_inline(conn, rule, decision, self.expose_errors)
         else:
-            conn.start(_run(conn, rule, decision), rule.task_name)
+            conn.start(_run(conn, rule, decision, self.expose_errors), rule.task_name)
 
     def on_binary(self, conn: Connection, data: bytes) -> None:
         conn.outbound.offer(
@@ -95,7 +104,7 @@ class RuleDispatcher:
         )
 
 
-def _run_inline(conn: Connection, rule: Rule, call: protocol.Call) -> None:
+def _run_inline(conn: Connection, rule: Rule, call: protocol.Call, expose: bool) -> None:
     """A call that cannot wait (:func:`~tranzit.ws.rules.cannot_wait`), run now.
 
     In a copy of the context, as a task would run it; no task is made, as
@@ -111,30 +120,50 @@ def _run_inline(conn: Connection, rule: Rule, call: protocol.Call) -> None:
             except StopIteration as done:
                 value = done.value
             else:  # it did wait after all: the rest of it runs as a task
-                conn.start(_run(conn, rule, call, resume(value, waiting)), rule.task_name)
+                task = _run(conn, rule, call, expose, resume(value, waiting))
+                conn.start(task, rule.task_name)
                 return
         elif isawaitable(value):  # a plain function returned something to await
-            conn.start(_run(conn, rule, call, value), rule.task_name)
+            conn.start(_run(conn, rule, call, expose, value), rule.task_name)
             return
         reply = rule.reply(call, value)
         if reply is not None:
             conn.outbound.offer(reply)
     except Exception as exc:
-        _failed(conn, rule, call, exc)
+        _failed(conn, rule, call, exc, expose)
 
 
-def _failed(conn: Connection, rule: Rule, call: protocol.Call, exc: Exception) -> None:
-    log.error("websocket rule %r (app %r) raised", call.rule, rule.app, exc_info=exc)
-    message = f"{type(exc).__name__}: {exc}"
-    conn.outbound.offer(
-        protocol.encode_error(
-            protocol.HANDLER_ERROR, message, form=call.form, rule=call.rule, id=call.id
+def _failed(
+    conn: Connection, rule: Rule, call: protocol.Call, exc: Exception, expose: bool
+) -> None:
+    """Tell the client its call failed: a :class:`RuleError` as raised, anything else as
+    ``handler_error`` (its text in development, an id that is also logged in production)."""
+    if isinstance(exc, RuleError):
+        code, message = exc.code, exc.message
+        log.debug("websocket rule %r refused the call: %s %s", call.rule, code, message)
+    else:
+        error_id = secrets.token_hex(4)
+        log.error(
+            "websocket rule %r (app %r) raised %s [%s]",
+            call.rule,
+            rule.app,
+            type(exc).__name__,
+            error_id,
+            exc_info=exc,
         )
+        code = protocol.HANDLER_ERROR
+        message = f"{type(exc).__name__}: {exc}" if expose else f"internal error [{error_id}]"
+    conn.outbound.offer(
+        protocol.encode_error(code, message, form=call.form, rule=call.rule, id=call.id)
     )
 
 
 async def _run(
-    conn: Connection, rule: Rule, call: protocol.Call, started: Any = _NOT_STARTED
+    conn: Connection,
+    rule: Rule,
+    call: protocol.Call,
+    expose: bool = True,
+    started: Any = _NOT_STARTED,
 ) -> None:
     """One call: the handler, then its reply (or its error) on the connection's path.
 
@@ -154,7 +183,7 @@ async def _run(
     except ConnectionClosed:
         pass  # the client went away mid-call; nothing to tell anyone
     except Exception as exc:
-        _failed(conn, rule, call, exc)
+        _failed(conn, rule, call, exc, expose)
 
 
 def _closing_code(code: int) -> int:
@@ -206,6 +235,7 @@ def websocket_endpoint(
     """An aiohttp handler serving the websocket protocol with ``dispatcher``."""
     allowed = frozenset(o.rstrip("/") for o in settings.allowed_origins)
     limit = settings.max_message_size
+    connect = settings.connect
     warn_if_hooks_missing()
 
     async def handle(request: web.Request) -> web.StreamResponse:
@@ -225,6 +255,11 @@ def websocket_endpoint(
         )
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="expected a websocket upgrade request\n")
+        user = None
+        if connect is not None:  # raises an HTTP error to refuse, before the upgrade
+            user = connect(request)
+            if isawaitable(user):
+                user = await user
         try:
             await ws.prepare(request)
         except ConnectionResetError:
@@ -233,6 +268,7 @@ def websocket_endpoint(
             log.debug("websocket client %s left during the handshake", request.remote)
             return web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
         conn = Connection(ws, request, send_queue=hub.send_queue, hub=hub)
+        conn.user = user
         hub.connections.add(conn)
         on_text, on_binary, receive = dispatcher.on_text, dispatcher.on_binary, ws.receive
         try:

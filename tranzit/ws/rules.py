@@ -25,9 +25,26 @@ from .protocol import Call, encode_result, fit_text_args
 if TYPE_CHECKING:
     from .connection import Connection
 
-__all__ = ["Adapt", "Handler", "Rule", "RuleTable", "resolve"]
+__all__ = ["Adapt", "Handler", "Rule", "RuleError", "RuleTable", "resolve"]
 
 Handler = Callable[..., Any]
+
+
+class RuleError(Exception):
+    """Raised by a handler to answer its call with a deliberate error, without a traceback.
+
+    ``raise RuleError("not your room", code="forbidden")`` sends
+    ``error|forbidden,<rule>,not your room`` (or the JSON form's ``error``
+    object). ``code`` is a short word: letters, digits, ``_``, ``-`` or ``.``.
+    """
+
+    def __init__(self, message: str, *, code: str = "rule_error") -> None:
+        if not code or len(code) > 64 or not all(c.isalnum() or c in "_-." for c in code):
+            raise ValueError(f"RuleError code: expected a short word, found {code!r}")
+        super().__init__(message)
+        self.message = str(message)
+        self.code = code
+
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 

@@ -1,34 +1,47 @@
-"""The websocket rules, over a real websocket at /ws."""
+"""The websocket rules, over a real websocket at /ws, logged in (see test_login.py)."""
 
 import json
 import re
 
+import pytest
 
-async def test_echo_in_text_form(client):
-    ws = await client.ws_connect("/ws")
+
+@pytest.fixture
+def connect(client, login):
+    """``ws = await connect("alice")``: alice logs in and opens her websocket."""
+
+    async def open_ws(name="tester"):
+        session = await login(name)
+        return await session.ws_connect(client.make_url("/ws"))
+
+    return open_ws
+
+
+async def test_echo_in_text_form(connect):
+    ws = await connect()
     await ws.send_str("echo|hello")
     assert await ws.receive_str(timeout=5) == "echo|hello"
     await ws.close()
 
 
-async def test_echo_in_json_form_keeps_commas(client):
-    ws = await client.ws_connect("/ws")
+async def test_echo_in_json_form_keeps_commas(connect):
+    ws = await connect()
     await ws.send_str(json.dumps({"rule": "echo", "args": ["a, b"], "id": 1}))
     reply = json.loads(await ws.receive_str(timeout=5))
     assert reply == {"id": 1, "rule": "echo", "result": "a, b"}
     await ws.close()
 
 
-async def test_clock_keeps_pushing_the_time(client):
-    ws = await client.ws_connect("/ws")
+async def test_clock_keeps_pushing_the_time(connect):
+    ws = await connect()
     await ws.send_str("clock|")
     for _ in range(2):
         assert re.fullmatch(r"clock\|\d\d:\d\d:\d\d", await ws.receive_str(timeout=5))
     await ws.close()
 
 
-async def test_unknown_rule_gets_an_error_and_the_connection_stays_usable(client):
-    ws = await client.ws_connect("/ws")
+async def test_unknown_rule_gets_an_error_and_the_connection_stays_usable(connect):
+    ws = await connect()
     await ws.send_str("no_such_rule|x")
     assert (await ws.receive_str(timeout=5)).startswith("error|unknown_rule,no_such_rule,")
     await ws.send_str("echo|still here")
@@ -36,22 +49,27 @@ async def test_unknown_rule_gets_an_error_and_the_connection_stays_usable(client
     await ws.close()
 
 
-async def joined(client, name, room="lobby"):
-    """A websocket that has joined ``room`` as ``name`` (its own join notice read)."""
-    ws = await client.ws_connect("/ws")
-    await ws.send_str(f"join|{room},{name}")
-    # The notice to the room was sent before the reply: it arrives first.
-    assert await ws.receive_str(timeout=5) == f"chat|{room},*,{name} joined"
-    reply = await ws.receive_str(timeout=5)
-    assert re.fullmatch(rf"join\|{room},[0-9a-f]+-\d+,\S+", reply), reply
-    return ws
+@pytest.fixture
+def joined(connect):
+    """``ws = await joined("alice")``: alice's websocket in ``room`` (her join notice read)."""
+
+    async def join(name, room="lobby"):
+        ws = await connect(name)
+        await ws.send_str(f"join|{room}")
+        # The notice to the room was sent before the reply: it arrives first.
+        assert await ws.receive_str(timeout=5) == f"chat|{room},*,{name} joined"
+        reply = await ws.receive_str(timeout=5)
+        assert re.fullmatch(rf"join\|{room},[0-9a-f]+-\d+,\S+", reply), reply
+        return ws
+
+    return join
 
 
-async def test_chat_reaches_every_member_of_the_room_only(client):
-    alice = await joined(client, "alice")
-    bob = await joined(client, "bob")
+async def test_chat_reaches_every_member_of_the_room_only(joined):
+    alice = await joined("alice")
+    bob = await joined("bob")
     assert await alice.receive_str(timeout=5) == "chat|lobby,*,bob joined"
-    other = await joined(client, "carol", room="elsewhere")
+    other = await joined("carol", room="elsewhere")
 
     # JSON form, so the text may hold commas; the sender gets it too.
     await alice.send_str(json.dumps({"rule": "say", "args": ["lobby", "hi, all"], "id": 1}))
@@ -71,9 +89,9 @@ async def test_chat_reaches_every_member_of_the_room_only(client):
         await ws.close()
 
 
-async def test_messages_arrive_in_the_order_they_were_said(client):
-    alice = await joined(client, "alice")
-    bob = await joined(client, "bob")
+async def test_messages_arrive_in_the_order_they_were_said(joined):
+    alice = await joined("alice")
+    bob = await joined("bob")
     await alice.receive_str(timeout=5)  # bob joined
     for n in range(20):
         await alice.send_str(f"say|lobby,message {n}")
@@ -83,22 +101,22 @@ async def test_messages_arrive_in_the_order_they_were_said(client):
     await bob.close()
 
 
-async def test_say_needs_a_join_and_a_valid_room(client):
-    ws = await client.ws_connect("/ws")
+async def test_say_needs_a_join_and_a_valid_room(connect):
+    ws = await connect()
     await ws.send_str("say|lobby,hello")
-    assert (await ws.receive_str(timeout=5)).startswith("error|handler_error,say,")
-    await ws.send_str("join|no rooms with spaces,alice")
-    assert (await ws.receive_str(timeout=5)).startswith("error|handler_error,join,")
+    assert await ws.receive_str(timeout=5) == "error|not_joined,say,join the room 'lobby' first"
+    await ws.send_str("join|no rooms with spaces")
+    assert (await ws.receive_str(timeout=5)).startswith("error|bad_room,join,")
     await ws.close()
 
 
-async def test_leaving_and_closing_end_the_membership(client):
-    alice = await joined(client, "alice")
-    bob = await joined(client, "bob")
+async def test_leaving_and_closing_end_the_membership(joined):
+    alice = await joined("alice")
+    bob = await joined("bob")
     await alice.receive_str(timeout=5)  # bob joined
     await bob.send_str("leave|lobby")
     assert await alice.receive_str(timeout=5) == "chat|lobby,*,bob left"
-    carol = await joined(client, "carol")
+    carol = await joined("carol")
     assert await alice.receive_str(timeout=5) == "chat|lobby,*,carol joined"
     await carol.close()
     await alice.send_str("say|lobby,still here")

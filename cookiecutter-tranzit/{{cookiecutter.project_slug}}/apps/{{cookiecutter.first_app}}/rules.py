@@ -12,6 +12,7 @@ import re
 import socket
 import time
 
+from tranzit import RuleError
 from tranzit.ws import BroadcastUnavailable, Connection
 
 
@@ -33,15 +34,17 @@ async def echo(conn: Connection, text: str) -> str:
 # A small chat on groups: every member of a room gets what anyone in it says,
 # whichever ws replica either of them is connected to (with Redis; see
 # TRANZIT_BROADCAST_URL in .env.example). Members are pushed ``chat|<room>,<name>,<text>``.
+# The name is ``conn.user``: what routes.py's ``ws_connect`` found in the session
+# when the websocket opened, never a name the client sends.
 
 ROOM = re.compile(r"[A-Za-z0-9_-]{1,32}")
-MAX_NAME = 32
 MAX_TEXT = 500
 
 
 def _group(room: str) -> str:
     if not ROOM.fullmatch(room):
-        raise ValueError("a room name is 1-32 letters, digits, '-' or '_'")
+        # A deliberate error reply (error|bad_room,...), not a failure: no traceback logged.
+        raise RuleError("a room name is 1-32 letters, digits, '-' or '_'", code="bad_room")
     return f"chat:{room}"
 
 
@@ -53,18 +56,16 @@ async def _tell(conn: Connection, group: str, text: str) -> None:
         await conn.send_text("chat_warning|only the members on this server got the last message")
 
 
-async def join(conn: Connection, room: str, name: str) -> str:
-    """Join chat ``room`` as ``name``; the reply is ``join|<room>,<your id>,<server>``.
+async def join(conn: Connection, room: str) -> str:
+    """Join chat ``room``; the reply is ``join|<room>,<your id>,<server>``.
 
     ``server`` is the host name of the process holding this connection: with
     several ws replicas it shows which one the client reached.
     """
     group = _group(room)
-    # Commas and bars would break the text form of the pushed messages.
-    name = re.sub(r"[,|\s]+", " ", name).strip()[:MAX_NAME] or "anonymous"
-    conn.state["name"] = name
-    conn.join(group)
-    await _tell(conn, group, f"chat|{room},*,{name} joined")
+    if group not in conn.groups:
+        conn.join(group)
+        await _tell(conn, group, f"chat|{room},*,{conn.user} joined")
     return f"{room},{conn.id},{socket.gethostname()}"
 
 
@@ -72,11 +73,11 @@ async def say(conn: Connection, room: str, text: str) -> None:
     """Send ``text`` to everyone in ``room`` (the sender too), on every replica."""
     group = _group(room)
     if group not in conn.groups:
-        raise ValueError(f"join the room {room!r} first")
+        raise RuleError(f"join the room {room!r} first", code="not_joined")
     text = text.strip()
     if not text or len(text) > MAX_TEXT:
-        raise ValueError(f"a message is 1-{MAX_TEXT} characters")
-    await _tell(conn, group, f"chat|{room},{conn.state['name']},{text}")
+        raise RuleError(f"a message is 1-{MAX_TEXT} characters", code="bad_text")
+    await _tell(conn, group, f"chat|{room},{conn.user},{text}")
 
 
 async def leave(conn: Connection, room: str) -> None:
@@ -84,4 +85,4 @@ async def leave(conn: Connection, room: str) -> None:
     group = _group(room)
     if group in conn.groups:
         conn.leave(group)
-        await _tell(conn, group, f"chat|{room},*,{conn.state['name']} left")
+        await _tell(conn, group, f"chat|{room},*,{conn.user} left")

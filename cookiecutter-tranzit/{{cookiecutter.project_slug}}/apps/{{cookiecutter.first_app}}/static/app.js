@@ -1,16 +1,16 @@
-// The example page: talks to this app's websocket rules through tz.js.
+// The example page, once logged in: talks to this app's websocket rules through tz.js.
+// The websocket carries the session cookie; the server takes the chat name from it.
 (function () {
   'use strict';
 
   const LOG_LIMIT = 20;
+  const ROOM = 'lobby';
   const status = document.getElementById('status');
   const clock = document.getElementById('clock');
   const form = document.getElementById('echo-form');
   const input = document.getElementById('echo-text');
   const log = document.getElementById('log');
-  const ROOM = 'lobby';
   const chatForm = document.getElementById('chat-form');
-  const chatName = document.getElementById('chat-name');
   const chatText = document.getElementById('chat-text');
   const chatLog = document.getElementById('chat-log');
   const chatServer = document.getElementById('chat-server');
@@ -41,28 +41,25 @@
     }
   }
 
-  function chatJoin() {
-    // Membership ends with the connection: join again on every (re)connect.
-    tz.call('join', ROOM, chatName.value || 'anonymous').then(
-      (reply) => {
-        // "<room>,<connection id>,<server host name>"
-        chatServer.textContent = 'via ' + reply.split(',')[2];
-      },
-      (error) => showChat('*', 'error: ' + error.message),
-    );
-  }
-
   // No URL: tz.js connects to ws(s)://<this page's host>/ws and reconnects by itself.
   const tz = new TZ();
 
   tz.on('open', () => {
     status.textContent = 'connected';
     status.dataset.state = 'open';
-    // The server cancels a client's rules when it disconnects: start the clock on every (re)connect.
+    // The server cancels a client's rules and forgets its rooms when it disconnects:
+    // start the clock and join the room again on every (re)connect.
     tz.send('clock', []);
-    chatJoin();
+    tz.call('join', ROOM).then(
+      (reply) => {
+        // "<room>,<connection id>,<server host name>"
+        chatServer.textContent = 'via ' + reply.split(',')[2];
+      },
+      (error) => showChat('*', 'error: ' + error.message),
+    );
   });
   tz.on('close', () => {
+    // A refused upgrade (the session ended: logged out in another tab) also lands here.
     status.textContent = 'reconnecting…';
     status.dataset.state = 'closed';
   });
@@ -70,7 +67,11 @@
   tz.on('clock', (time) => {
     clock.textContent = time;
   });
-  tz.on('error', (error) => show('error: ' + error.message, 'error'));
+  tz.on('error', (error) => {
+    if (error.code !== 'socket') {
+      show('error: ' + error.message, 'error');
+    }
+  });
   // Pushed to every member of the room: "chat|<room>,<name>,<text>" ("*": a notice).
   tz.on('chat', (room, name, ...text) => showChat(name, text.join(',')));
   tz.on('chat_warning', (text) => showChat('*', text));
@@ -86,9 +87,13 @@
     );
   });
 
-  chatName.addEventListener('change', chatJoin);
   chatForm.addEventListener('submit', (event) => {
     event.preventDefault();
+    if (!tz.connected) {
+      // Not queued: it would reach the server before the room is joined again.
+      showChat('*', 'not connected; the message is kept, send it again when connected');
+      return;
+    }
     const text = chatText.value;
     chatText.value = '';
     tz.call('say', ROOM, text).catch((error) => showChat('*', 'error: ' + error.message));
