@@ -17,9 +17,18 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(600)]
 #: The most the runtime image may add on top of its Python base image.
 MAX_OVER_BASE = 40e6
 #: What only the project generator (cookiecutter) pulls in, and pip: serving uses none of it.
-NOT_FOR_SERVING = ("cookiecutter", "jinja2", "requests", "rich", "arrow", "pip", "setuptools")
-#: What the roles import: the app, gunicorn's aiohttp worker, uvloop, Redis, sessions.
+NOT_FOR_SERVING = ("cookiecutter", "requests", "rich", "arrow", "pip", "setuptools")
+#: What the roles import: the app, gunicorn's aiohttp worker, uvloop, Redis, sessions,
+#: templates (jinja2 is the pages', no longer only the generator's), tokens, proxy headers,
+#: the dev server's reloader.
 FOR_SERVING = (
+    "tranzit.auth",
+    "tranzit.proxy",
+    "aiohttp_jinja2",
+    "jinja2",
+    "jwt",
+    "aiohttp_remotes",
+    "watchfiles",
     "tranzit.app",
     "tranzit.serve",
     "tranzit.gunicorn_conf",
