@@ -73,7 +73,26 @@ def test_generated_project_test_suite_passes(projects: dict[str, Path], variant:
     assert len(ran) == expected, result.stdout
     assert ("tests/test_rules.py" in ran) is (variant == "default")
     assert ("tests/test_login.py" in ran) is (variant == "default")
+    assert "tests/test_browser.py" in ran  # its own page in Chromium (not skipped here)
     assert " failed" not in result.stdout and " skipped" not in result.stdout
+
+
+def test_generated_tests_say_what_to_install_without_their_plugin(
+    projects: dict[str, Path],
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:asyncio"],
+        cwd=projects["default"],
+        env=clean_env(PYTHONDONTWRITEBYTECODE="1", PYTEST_ADDOPTS=""),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 4, result.stdout + result.stderr  # a usage error
+    assert result.stderr.strip() == (
+        "ERROR: these tests need pytest-asyncio: pip install -r requirements-dev.txt"
+    )
 
 
 def _tranzit_command() -> list[str]:

@@ -104,9 +104,40 @@ def _parser() -> argparse.ArgumentParser:
     _address_args(serve, "http_host, or ws_host for ws", "http_port, or ws_port for ws")
     serve.set_defaults(func=_cmd_serve)
 
+    app = sub.add_parser("app", help="add an app to the project: apps/NAME/ and server.yml")
+    app.add_argument("name", metavar="NAME", help="the app's name (a Python identifier)")
+    app.add_argument(
+        "-p", "--project", type=Path, default=None, help="project directory (default: here)"
+    )
+    app.set_defaults(func=_cmd_app)
+
     check = sub.add_parser("check", help="load the config and apps, report problems, exit")
     _project_args(check)
     check.set_defaults(func=_cmd_check)
+
+    upgrade = sub.add_parser(
+        "upgrade", help="merge the template's changes since generation into this project"
+    )
+    upgrade.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="new template options")
+    upgrade.add_argument(
+        "-p", "--project", type=Path, default=None, help="project directory (default: here)"
+    )
+    upgrade.add_argument("--to", metavar="VERSION", help="template version (default: installed)")
+    upgrade.add_argument("--template", type=Path, metavar="DIR", help="the new template")
+    upgrade.add_argument(
+        "--from-template", type=Path, metavar="DIR", help="the project's (old) template"
+    )
+    upgrade.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="templates by version (default: ~/.cache/tranzit/templates)",
+    )
+    upgrade.add_argument(
+        "--check", action="store_true", help="exit 1 if the project lags the template; no changes"
+    )
+    upgrade.set_defaults(func=_cmd_upgrade)
     return parser
 
 
@@ -238,6 +269,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_app(args: argparse.Namespace) -> int:
+    try:
+        from .newapp import add_app
+    except ModuleNotFoundError as exc:  # pragma: no cover - the runtime image has no generator
+        raise TranzitError(f"tranzit app needs {exc.name}: pip install cookiecutter") from exc
+    target = add_app(args.name, args.project)
+    name = args.name
+    print(
+        f"Created {target} and added {name!r} to apps in server.yml.\n"
+        f"Its page is /{name}/ (apps/{name}/templates/index.html), its rule {name}_hello; "
+        "tranzit run serves them."
+    )
+    if os.environ.get("TRANZIT_APPS"):
+        print(f"TRANZIT_APPS is set in this environment: add {name} there too.", file=sys.stderr)
+    return 0
+
+
 def _cmd_project(args: argparse.Namespace) -> int:
     try:
         from .generate import generate_project, next_steps, parse_overrides
@@ -259,4 +307,56 @@ def _cmd_project(args: argparse.Namespace) -> int:
         force=args.force,
     )
     print(f"Created {target}\n\n{next_steps(target)}")
+    return 0
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    try:
+        from .generate import parse_overrides, template_dir
+        from .upgrade import cached_template, lag, read_record, template_version, upgrade_project
+    except ModuleNotFoundError as exc:  # pragma: no cover - the runtime image has no generator
+        raise TranzitError(f"tranzit upgrade needs {exc.name}: pip install cookiecutter") from exc
+    project = (args.project or Path.cwd()).resolve()
+    cache = args.cache_dir or Path.home() / ".cache" / "tranzit" / "templates"
+    new = args.template or template_dir()
+    if args.to and args.template is None and args.to != template_version(new):
+        new = cached_template(args.to, cache_dir=cache)
+    if args.to and template_version(new) != args.to:
+        raise TranzitError(f"--template {new} is template {template_version(new)}, not {args.to}")
+    if args.check:
+        behind = lag(project, new)
+        print(f"{behind}: run tranzit upgrade" if behind else f"{project}: up to date")
+        return 1 if behind else 0
+    if lag(project, new) is None:
+        print(f"{project} is at template {read_record(project)['template_version']}: up to date")
+        return 0
+    old = args.from_template or cached_template(
+        read_record(project)["template_version"], cache_dir=cache
+    )
+    result = upgrade_project(
+        project,
+        old_template=old,
+        new_template=new,
+        overrides=parse_overrides(args.overrides),
+        ask=sys.stdin.isatty(),  # options the record lacks: asked at a terminal
+    )
+    for label, paths in [
+        ("updated", result.updated),
+        ("merged", result.merged),
+        ("added", result.added),
+        ("removed", result.removed),
+        ("kept (changed or deleted here)", result.kept),
+        ("CONFLICT", result.conflicts),
+    ]:
+        for path in paths:
+            print(f"  {label}: {path}")
+    print(f"Upgraded {project} from template {result.old_version} to {result.new_version}.")
+    if result.conflicts:
+        print(
+            f"tranzit: {len(result.conflicts)} file(s) with conflicts: "
+            f"{', '.join(result.conflicts)}; resolve the <<<<<<< markers, then commit",
+            file=sys.stderr,
+        )
+        return 1
+    print("Review with `git diff`, run the tests, then commit.")
     return 0

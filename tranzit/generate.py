@@ -6,23 +6,34 @@ neither network nor git. The steps are cookiecutter's own (context, prompts,
 files, hooks); this module adds what the CLI needs around them: unknown
 options, bad values and an existing target are reported as
 :class:`~tranzit.errors.TranzitError` before anything is written.
+
+Values are checked by the template's own validator, its ``pre_gen_project``
+hook, imported here: ``KEY=VALUE`` options before the first question, each
+answer right after it is typed (asked again with the reason), and all of
+them before a file is written.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import subprocess
 import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, Protocol, cast
 
 import yaml
 from cookiecutter.config import get_user_config
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.generate import generate_context, generate_files
-from cookiecutter.prompt import prompt_for_config
+from cookiecutter.prompt import (
+    prompt_for_config,
+    read_user_choice,
+    read_user_variable,
+    render_variable,
+)
 from cookiecutter.utils import create_env_with_context
 
 from . import __version__
@@ -33,18 +44,19 @@ __all__ = [
     "TEST_COMMAND",
     "InvalidOptionError",
     "ProjectExistsError",
+    "TemplateChecks",
     "TemplateNotFoundError",
+    "ask_option",
     "generate_project",
     "next_steps",
     "parse_overrides",
+    "template_checks",
     "template_dir",
 ]
 
 #: The two commands of the generated README: serve the project, run its tests.
 RUN_COMMAND = "tranzit run"
 TEST_COMMAND = "python -m pytest"
-
-_HOOK_PREFIX = "cookiecutter-tranzit: "
 
 
 class ProjectExistsError(TranzitError):
@@ -63,6 +75,21 @@ class TemplateNotFoundError(TranzitError):
     """Neither the packaged template nor the checkout's ``cookiecutter-tranzit/`` exists."""
 
     exit_code = 1
+
+
+class TemplateChecks(Protocol):
+    """The template's validator: the functions of its ``hooks/pre_gen_project.py``.
+
+    Each returns the one-line reason a value is refused, or None.
+    """
+
+    def value_problem(self, key: str, value: str) -> str | None: ...
+
+    def option_problem(self, key: str, value: str, before: Mapping[str, str]) -> str | None: ...
+
+    def applies(self, key: str, before: Mapping[str, str]) -> bool: ...
+
+    def first_problem(self, options: Mapping[str, str]) -> str | None: ...
 
 
 def template_dir() -> Path:
@@ -110,11 +137,14 @@ def generate_project(
     ``force`` is false; in both cases nothing has been written.
     """
     template = template_dir()
+    checks = template_checks(template)
     defaults = _template_defaults(template)
     overrides = dict(extra_context)
     if name is not None:
         overrides["project_name"] = name
     _check_known(overrides, defaults)
+    # Against each other only: a default they clash with may still be answered differently.
+    _raise_problem(checks.first_problem({k: overrides[k] for k in defaults if k in overrides}))
     overrides["_tranzit_version"] = __version__
 
     user_config = get_user_config()
@@ -129,7 +159,11 @@ def generate_project(
     context["_cookiecutter"] = {
         key: value for key, value in context["cookiecutter"].items() if not key.startswith("_")
     }
-    context["cookiecutter"].update(prompt_for_config(context, no_input))
+    if no_input:
+        answers = prompt_for_config(context, True)
+    else:
+        answers = _ask(context, checks, lambda slug: _target_problem(output_dir / slug, force))
+    context["cookiecutter"].update(answers)
     context["cookiecutter"].update(
         _template=str(template),
         _output_dir=str(output_dir.resolve()),
@@ -137,16 +171,13 @@ def generate_project(
         _checkout=None,
     )
 
-    _check_values(template, context)
+    options = context["cookiecutter"].items()
+    _raise_problem(checks.first_problem({k: str(v) for k, v in options if not k.startswith("_")}))
     target = output_dir / str(context["cookiecutter"]["project_slug"])
     exists = target.exists()
-    if exists and not target.is_dir():
-        raise ProjectExistsError(f"{target} exists and is not a directory")
-    if exists and any(target.iterdir()) and not force:
-        raise ProjectExistsError(
-            f"{target} already exists and is not empty; choose another name or --output-dir, "
-            "or pass --force to write the template's files over it"
-        )
+    problem = _target_problem(target, force)
+    if problem is not None:
+        raise ProjectExistsError(problem)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -206,26 +237,128 @@ def _check_known(overrides: dict[str, str], defaults: dict[str, Any]) -> None:
             )
 
 
-def _check_values(template: Path, context: dict[str, Any]) -> None:
-    """Run the template's own validator (``pre_gen_project``) before anything is written.
+def template_checks(template: Path) -> TemplateChecks:
+    """The validator of ``template``: its ``pre_gen_project`` hook, loaded as a module.
 
-    cookiecutter runs it again while generating; running it here first keeps
-    its one-line message for the error instead of letting it go to stderr.
+    Compiled from its source rather than imported, so that no ``__pycache__``
+    is written into the template (a wheel's may be read-only) and nothing is
+    left in ``sys.modules``; ``main()``, which needs the rendered file, is not run.
     """
     hook = template / "hooks" / "pre_gen_project.py"
-    if not hook.is_file():
-        return
+    try:
+        source = hook.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TemplateNotFoundError(
+            f"the project template's validator {hook} is missing; reinstall tranzit"
+        ) from exc
+    module = ModuleType("tranzit_template_checks")
+    module.__file__ = str(hook)
+    exec(compile(source, str(hook), "exec"), module.__dict__)
+    return cast(TemplateChecks, module)
+
+
+def _raise_problem(problem: str | None) -> None:
+    if problem is not None:
+        raise InvalidOptionError(problem)
+
+
+def _target_problem(target: Path, force: bool) -> str | None:
+    if target.exists() and not target.is_dir():
+        return f"{target} exists and is not a directory"
+    if target.is_dir() and any(target.iterdir()) and not force:
+        return (
+            f"{target} already exists and is not empty; choose another name or --output-dir, "
+            "or pass --force to write the template's files over it"
+        )
+    return None
+
+
+def _ask(
+    context: dict[str, Any], checks: TemplateChecks, slug_problem: Callable[[str], str | None]
+) -> dict[str, Any]:
+    """Ask each question with cookiecutter's prompts, checking every answer as it comes.
+
+    Defaults are rendered from the answers so far (``project_slug`` from
+    ``project_name``), as cookiecutter does. A question that no longer applies
+    (``checks.applies``) is skipped and takes its default, unless that default
+    is itself rejected: then the reason is shown and the question asked.
+    ``slug_problem`` checks the directory name against the output directory,
+    so that a taken one is asked again rather than refused after the last question.
+    """
     env = create_env_with_context(context)
-    source = env.from_string(hook.read_text(encoding="utf-8")).render(**context)
-    result = subprocess.run(
-        [sys.executable, "-c", source],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=template,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        message = lines[-1] if lines else f"exit status {result.returncode}"
-        raise InvalidOptionError(message.removeprefix(_HOOK_PREFIX))
+    questions = context["cookiecutter"]
+    prompts = questions.pop("__prompts__", {})
+    size = sum(not key.startswith("_") for key in questions)
+    answers: dict[str, Any] = {}
+    number = 0
+    for key, raw in questions.items():
+        if key.startswith("_"):
+            answers[key] = render_variable(env, raw, answers) if key.startswith("__") else raw
+            continue
+        number += 1
+        before = {k: str(v) for k, v in answers.items() if not k.startswith("_")}
+        default = render_variable(env, raw, answers)
+        first = default[0] if isinstance(default, list) else default
+        if not checks.applies(key, before):
+            problem = checks.option_problem(key, first, before)
+            if problem is None:
+                answers[key] = first
+                continue
+            _show(problem)
+        question = _Question(key, default, prompts, f"  [dim][{number}/{size}][/] ")
+        answers[key] = question.ask_until_valid(checks, before, slug_problem)
+    return answers
+
+
+@dataclass(frozen=True)
+class _Question:
+    """One option's question, asked with cookiecutter's own prompt functions."""
+
+    key: str
+    default: Any  # the rendered default: text, or the list of choices
+    prompts: dict[str, Any]  # the template's __prompts__
+    prefix: str  # cookiecutter's "[n/size]"
+
+    def ask_until_valid(
+        self,
+        checks: TemplateChecks,
+        before: Mapping[str, str],
+        slug_problem: Callable[[str], str | None],
+    ) -> Any:
+        """The first answer the validator accepts; each rejected one is followed by its reason.
+
+        The default stays the template's: pressing Enter on a rejected value
+        would only repeat it.
+        """
+        while True:
+            answer = self.ask()
+            problem = checks.option_problem(self.key, str(answer), before)
+            if problem is None and self.key == "project_slug":
+                problem = slug_problem(str(answer))
+            if problem is None:
+                return answer
+            _show(problem)
+
+    def ask(self) -> Any:
+        try:
+            if isinstance(self.default, list):
+                return read_user_choice(self.key, self.default, self.prompts, self.prefix)
+            return read_user_variable(self.key, self.default, self.prompts, self.prefix)
+        except EOFError:
+            raise InvalidOptionError(f"{self.key}: no answer (the input ended)") from None
+
+
+def ask_option(template: Path, key: str, answers: Mapping[str, Any], *, prefix: str = "  ") -> Any:
+    """Ask one option of ``template`` as ``tranzit project`` does (its default rendered from
+    ``answers``, each answer checked by the template's validator, asked again with the
+    reason); ``tranzit upgrade`` asks the options a project's record lacks this way."""
+    defaults = _template_defaults(template)
+    env = create_env_with_context({"cookiecutter": defaults})
+    default = render_variable(env, defaults[key], dict(answers))
+    before = {k: str(v) for k, v in answers.items() if not k.startswith("_")}
+    question = _Question(key, default, defaults.get("__prompts__", {}), prefix)
+    return question.ask_until_valid(template_checks(template), before, lambda _: None)
+
+
+def _show(problem: str) -> None:
+    print(f"  {problem}", file=sys.stderr, flush=True)

@@ -5,6 +5,7 @@ The values below were checked by pre_gen_project, so they are plain words.
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 from pathlib import Path
@@ -31,7 +32,26 @@ def write_env() -> None:
         env.write_text(text.replace("TRANZIT_SECRET_KEY=\n", f"TRANZIT_SECRET_KEY={secret}\n"))
 
 
+# Set by cookiecutter for this run (paths of a temporary checkout), not answers.
+NOT_ANSWERS = {"_template", "_output_dir", "_repo_dir", "_checkout", "_copy_without_render"}
+
+
+def write_record() -> None:
+    """Record the template version and every answer (committed): what `tranzit upgrade` reads."""
+    # JSON escapes every quote in a value, so no """ can close this string early.
+    context = json.loads(r"""{{ cookiecutter | jsonify }}""")
+    answers = {
+        key: value
+        for key, value in context.items()
+        if not key.startswith("__") and key not in NOT_ANSWERS
+    }
+    record = {"template_version": answers.get("_tranzit_version"), "answers": answers}
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    Path(".tranzit-template.json").write_text(text, encoding="utf-8")
+
+
 if __name__ == "__main__":
+    write_record()
     write_env()
     if not INCLUDE_EXAMPLE:
         for path in EXAMPLE_ONLY:

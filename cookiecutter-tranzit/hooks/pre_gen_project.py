@@ -3,6 +3,11 @@
 On the first bad value this prints one line to stderr and exits 1; cookiecutter
 then removes the directory it created, so nothing is left behind. It only
 validates: nothing here creates or changes files.
+
+``tranzit project`` imports this file as it is, unrendered, to check each
+answer right after it is typed (``tranzit.generate``), so the checks are plain
+functions of strings and the one piece of Jinja, the options in ``main()``,
+sits inside a string literal.
 """
 
 from __future__ import annotations
@@ -11,14 +16,7 @@ import json
 import keyword
 import re
 import sys
-
-# Rendered by cookiecutter: a raw string of JSON, so quotes or backslashes in a
-# value cannot break this file (the checks below reject them with a message).
-OPTIONS = {
-    key: str(value)
-    for key, value in json.loads(r"""{{ cookiecutter | jsonify }}""").items()
-    if not key.startswith("_")
-}
+from collections.abc import Mapping
 
 # The runtime image is built for these; keep in step with docker/runtime.
 PYTHON_VERSIONS = ("3.10", "3.11", "3.12", "3.13")
@@ -65,28 +63,63 @@ def image_problem(value: str) -> str | None:
     return None
 
 
-def first_problem(options: dict[str, str]) -> str | None:
-    for key in ("project_slug", "first_app"):
-        problem = name_problem(key, options[key])
-        if problem:
-            return problem
-    for key in ("http_port", "ws_port"):
-        problem = port_problem(key, options[key])
-        if problem:
-            return problem
-    if int(options["http_port"]) == int(options["ws_port"]):
-        return f"ws_port: expected a port different from http_port, found {options['ws_port']}"
-    if options["python_version"] not in PYTHON_VERSIONS:
+def value_problem(key: str, value: str) -> str | None:
+    """What is wrong with one option's value on its own, or None (also for free text)."""
+    if key in ("project_slug", "first_app"):
+        return name_problem(key, value)
+    if key in ("http_port", "ws_port"):
+        return port_problem(key, value)
+    if key == "python_version" and value not in PYTHON_VERSIONS:
         expected = ", ".join(PYTHON_VERSIONS)
-        return f"python_version: expected one of {expected}, found {options['python_version']!r}"
-    for key in ("include_example", "include_ci"):
-        if options[key] not in ("yes", "no"):
-            return f"{key}: expected 'yes' or 'no', found {options[key]!r}"
-    return image_problem(options["image_name"])
+        return f"python_version: expected one of {expected}, found {value!r}"
+    if key in ("include_example", "include_ci") and value not in ("yes", "no"):
+        return f"{key}: expected 'yes' or 'no', found {value!r}"
+    if key == "image_name":
+        return image_problem(value)
+    return None
+
+
+def option_problem(key: str, value: str, before: Mapping[str, str]) -> str | None:
+    """``value_problem``, and what is wrong with the value given the options ``before`` it."""
+    problem = value_problem(key, value)
+    if problem is None and key == "ws_port" and int(value) == _port(before.get("http_port")):
+        return f"ws_port: expected a port different from http_port, found {value}"
+    return problem
+
+
+def _port(value: str | None) -> int | None:
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def applies(key: str, before: Mapping[str, str]) -> bool:
+    """Whether the question for ``key`` still matters after the answers ``before`` it."""
+    if key == "image_name":  # CI pushes it; compose.yaml only names its local build with it
+        return before.get("include_ci", "yes") == "yes"
+    return True
+
+
+def first_problem(options: Mapping[str, str]) -> str | None:
+    """The first bad option, in the order of ``cookiecutter.json``."""
+    before: dict[str, str] = {}
+    for key, value in options.items():
+        problem = option_problem(key, value, before)
+        if problem:
+            return problem
+        before[key] = value
+    return None
+
+
+def main() -> int:
+    # Rendered by cookiecutter: a raw string of JSON, so quotes or backslashes in a
+    # value cannot break this file (the checks above reject them with a message).
+    context = json.loads(r"""{{ cookiecutter | jsonify }}""")
+    options = {key: str(value) for key, value in context.items() if not key.startswith("_")}
+    problem = first_problem(options)
+    if problem:
+        print(f"cookiecutter-tranzit: {problem}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    problem = first_problem(OPTIONS)
-    if problem:
-        print(f"cookiecutter-tranzit: {problem}", file=sys.stderr)
-        sys.exit(1)
+    sys.exit(main())

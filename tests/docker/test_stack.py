@@ -1,4 +1,4 @@
-"""A project generated from the template, built on tranzit's images and run with compose.
+"""A project generated from the previous template, upgraded (tranzit upgrade), run with compose.
 
 Every request goes through nginx, the only published port. The tests share one
 stack and run in file order: the last one stops the ws service.
@@ -11,6 +11,7 @@ import http.client
 import json
 import secrets
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,12 +19,35 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from dockerstack import CURRENT_STACK, TEMPLATE, DockerEnv, Stack, image_size, login, record, run
+from dockerstack import CURRENT_STACK, DockerEnv, Stack, image_size, login, record, run
 from support import free_port
+
+import tranzit
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
 FIRST_APP = "hello"  # the template's default first_app
+
+
+PREVIOUS_TEMPLATE = Path(__file__).resolve().parent.parent / "fixtures" / "template_prev"
+
+
+def upgrade_to_current(root: Path) -> None:
+    """``git init`` and commit the project, then ``tranzit upgrade`` it to the current template."""
+    ident = ["-c", "user.name=tranzit tests", "-c", "user.email=tests@tranzit.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], [*ident, "commit", "-q", "-m", "generated"]):
+        run(["git", *args], cwd=root, timeout=60)
+    upgraded = subprocess.run(
+        [sys.executable, "-m", "tranzit", "upgrade", "--from-template", str(PREVIOUS_TEMPLATE)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+    record = json.loads((root / ".tranzit-template.json").read_text())
+    assert record["template_version"] == tranzit.__version__
 
 
 def get(
@@ -50,7 +74,10 @@ def stack(tranzit_images: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -
     from cookiecutter.main import cookiecutter
 
     out = tmp_path_factory.mktemp("generated")
-    root = Path(cookiecutter(str(TEMPLATE), no_input=True, output_dir=str(out)))
+    # Generated at the previous template and upgraded to this one (tranzit upgrade, as a
+    # user of the last release would): the stack below runs the upgraded project.
+    root = Path(cookiecutter(str(PREVIOUS_TEMPLATE), no_input=True, output_dir=str(out)))
+    upgrade_to_current(root)
     name = f"tztest{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {

@@ -18,6 +18,12 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The tests are async: without their plugin pytest would fail each one with
+    # "async def functions are not natively supported"; say what to install instead.
+    if not config.pluginmanager.hasplugin("asyncio"):
+        raise pytest.UsageError(
+            "these tests need pytest-asyncio: pip install -r requirements-dev.txt"
+        )
     # aiohttp-session keeps its session under a plain string key, which aiohttp warns
     # about on every request: aiohttp-session's to change, not this project's.
     config.addinivalue_line(
