@@ -177,6 +177,18 @@ def test_no_traversal_or_listing(stack: Stack, path: str) -> None:
     assert b"Index of" not in body
 
 
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.nip.io", "localhost.evil.example"])
+def test_nginx_closes_requests_for_other_host_names(stack: Stack, host: str) -> None:
+    """The default server (DNS rebinding, scanners): closed without a reply (nginx's 444),
+    while the names of ALLOWED_HOSTS are served."""
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        get(stack.url, "/", headers={"Host": host})
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionResetError)):
+        get(stack.url, "/ws", headers={"Host": host, "Upgrade": "websocket"})
+    status, _, _ = get(stack.url, "/", headers={"Host": "localhost"})
+    assert status == 200
+
+
 async def test_websocket_refused_without_a_login_and_accepted_with_one(stack: Stack) -> None:
     """The example's ``ws_connect``: the upgrade through nginx is 401 without the session."""
     async with aiohttp.ClientSession() as session:
