@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -122,3 +123,17 @@ def running(
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def write_project(root: Path, apps: dict[str, str], server_yml: str = "") -> Path:
+    """A small project at ``root``: ``server.yml`` listing ``apps`` (then ``server_yml``),
+    and each app's ``routes.py`` (dedented)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "server.yml").write_text(f"apps: [{', '.join(apps)}]\n{server_yml}")
+    (root / "apps").mkdir()
+    (root / "apps" / "__init__.py").write_text("")
+    for name, routes in apps.items():
+        (root / "apps" / name).mkdir()
+        (root / "apps" / name / "__init__.py").write_text("")
+        (root / "apps" / name / "routes.py").write_text(textwrap.dedent(routes))
+    return root

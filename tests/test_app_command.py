@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import websockets.sync.client
-from support import clean_env, running
+from support import clean_env, running, write_project
 
 from tranzit.config import load_config
 from tranzit.newapp import _with_app
@@ -87,11 +87,8 @@ def test_bad_and_taken_names_are_refused_in_one_line(
 
 def test_a_project_the_new_app_would_break_is_left_unchanged(tmp_path: Path) -> None:
     """The new app's rule name is taken by another app: nothing is written."""
-    (tmp_path / "server.yml").write_text("apps: [other]\n")
-    (tmp_path / "apps" / "other").mkdir(parents=True)
-    (tmp_path / "apps" / "other" / "__init__.py").write_text("")
-    (tmp_path / "apps" / "other" / "routes.py").write_text(
-        "def hi(conn):\n    return 'mine'\n\nws_rules = {'news_hello': hi}\n"
+    write_project(
+        tmp_path, {"other": "def hi(conn):\n    return 'mine'\n\nws_rules = {'news_hello': hi}\n"}
     )
     refused = tranzit("app", "news", cwd=tmp_path)
     assert refused.returncode == 2, refused.stderr

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
-from support import clean_env, free_port
+from support import clean_env, free_port, write_project
 
 GOOD_ROUTES = "routes = {}\nws_rules = {}\n"
 
@@ -88,18 +87,6 @@ BROKEN: dict[str, tuple[str, dict[str, str], dict[str, str], str]] = {
 }
 
 
-def write_project(root: Path, server_yml: str, apps: dict[str, str]) -> Path:
-    root.mkdir()
-    (root / "server.yml").write_text(f"apps: [{', '.join(apps)}]\n{server_yml}")
-    (root / "apps").mkdir()
-    (root / "apps" / "__init__.py").write_text("")
-    for name, routes in apps.items():
-        (root / "apps" / name).mkdir()
-        (root / "apps" / name / "__init__.py").write_text("")
-        (root / "apps" / name / "routes.py").write_text(textwrap.dedent(routes))
-    return root
-
-
 def tranzit(command: str, root: Path, env: dict[str, str]) -> tuple[int, list[str]]:
     ports = {"TRANZIT_HTTP_PORT": str(free_port()), "TRANZIT_WS_PORT": str(free_port())}
     merged = {**ports, **env}
@@ -119,7 +106,7 @@ def tranzit(command: str, root: Path, env: dict[str, str]) -> tuple[int, list[st
 @pytest.mark.parametrize("case", sorted(BROKEN))
 def test_check_refuses_what_run_refuses(tmp_path: Path, case: str) -> None:
     server_yml, apps, env, expected = BROKEN[case]
-    root = write_project(tmp_path / "project", server_yml, apps)
+    root = write_project(tmp_path / "project", apps, server_yml)
     checked = tranzit("check", root, env)
     ran = tranzit("run", root, env)
     assert checked[0] == 2, checked
@@ -128,6 +115,6 @@ def test_check_refuses_what_run_refuses(tmp_path: Path, case: str) -> None:
 
 
 def test_check_says_ok_for_what_run_serves(tmp_path: Path) -> None:
-    root = write_project(tmp_path / "project", "", {"a": GOOD_ROUTES})
+    root = write_project(tmp_path / "project", {"a": GOOD_ROUTES})
     code, errors = tranzit("check", root, {})
     assert (code, errors) == (0, [])

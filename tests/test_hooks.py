@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 import websockets
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from support import write_project
 from websockets.exceptions import InvalidStatus
 
 import tranzit
@@ -120,18 +120,6 @@ def whoami(conn):
 
 ws_rules = {"whoami": whoami}
 """
-
-
-def write_project(root: Path, apps: dict[str, str]) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "server.yml").write_text(f"apps: [{', '.join(apps)}]\n")
-    (root / "apps").mkdir()
-    (root / "apps" / "__init__.py").write_text("")
-    for name, routes in apps.items():
-        (root / "apps" / name).mkdir()
-        (root / "apps" / name / "__init__.py").write_text("")
-        (root / "apps" / name / "routes.py").write_text(textwrap.dedent(routes))
-    return root
 
 
 Served = dict[str, TestServer]

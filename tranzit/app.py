@@ -24,7 +24,7 @@ from .config import Config
 from .errors import AppLoadError, show_key
 from .loader import load
 from .project import Project
-from .proxy import proxy_middleware
+from .proxy import HEALTH_PATHS, proxy_middleware
 from .sessions import check_secret, session_key, setup_sessions
 from .templates import setup_templates
 from .throttle import Throttle
@@ -163,8 +163,6 @@ def _unavailable(reason: str) -> Handler:
 
 
 _NO_STORE = {"Cache-Control": "no-store"}
-#: Exempt from the Host check: probes call them by an address or a service name.
-_HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -255,7 +253,7 @@ class _HostCheck:
         self.refusals = Throttle(10.0)
 
     def refusal(self, request: web.Request, host: str | None) -> web.Response | None:
-        if host is None or self.allowed(host) or request.path in _HEALTH_PATHS:
+        if host is None or self.allowed(host) or request.path in HEALTH_PATHS:
             return None
         if self.refusals.due():
             log.info(

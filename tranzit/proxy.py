@@ -36,9 +36,9 @@ from .errors import ConfigError, show
 from .throttle import Throttle
 
 __all__ = [
+    "HEALTH_PATHS",
     "RESOLVE_INTERVAL",
     "RESOLVE_TIMEOUT",
-    "UNTOUCHED_PATHS",
     "TrustedPeers",
     "TrustedProxies",
     "parse_trusted_proxies",
@@ -55,8 +55,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 RESOLVE_INTERVAL = 5.0
 #: A lookup that takes longer counts as failed (the previous addresses stay).
 RESOLVE_TIMEOUT = 2.0
-#: Probes call these from anywhere (the kubelet, Docker's healthcheck): left alone.
-UNTOUCHED_PATHS = frozenset({"/healthz", "/readyz"})
+#: The probes' paths (``/healthz``, ``/readyz``, served by every app): probes call them
+#: from anywhere (the kubelet, Docker's healthcheck) and by any name, so neither the proxy
+#: headers nor the Host check (tranzit.app) apply to them.
+HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 
 _ANY = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)")
@@ -131,7 +133,7 @@ def proxy_middleware(config: Config) -> Middleware | None:
 
     @web.middleware
     async def forwarded(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in UNTOUCHED_PATHS or not await peers.trusts(request.remote):
+        if request.path in HEALTH_PATHS or not await peers.trusts(request.remote):
             return await handler(request)
         return await peers.headers.middleware(request, handler)
 
