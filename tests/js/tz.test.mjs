@@ -1,103 +1,11 @@
 // Pure tests of tranzit/static/tz.js: the script runs in a vm context with a
-// fake WebSocket class and fake timers, so every decision (text split, JSON
-// ids, queueing, backoff) is checked without a server or a browser.
+// fake WebSocket class and fake timers (tests/js/fake.mjs), so every decision
+// (text split, JSON ids, queueing, backoff) is checked without a server or a
+// browser. Protocol v2 (recovery) is in tz.recovery.test.mjs.
 // Run: node --test tests/js/
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import vm from 'node:vm';
-
-const SOURCE = readFileSync(new URL('../../tranzit/static/tz.js', import.meta.url), 'utf8');
-
-function load({ location = { protocol: 'http:', host: 'example.test:3000' }, random = 0.5 } = {}) {
-  const sockets = [];
-  const timers = [];
-  const logged = [];
-
-  class FakeWebSocket {
-    constructor(url) {
-      this.url = url;
-      this.readyState = 0;
-      this.sent = [];
-      this.closedWith = null;
-      sockets.push(this);
-    }
-
-    send(text) {
-      if (this.readyState !== 1) {
-        throw new Error('send on a socket that is not open');
-      }
-      this.sent.push(text);
-    }
-
-    close(code, reason) {
-      this.closedWith = [code, reason];
-      this.readyState = 3;
-    }
-
-    // What the server side does, driven by the test.
-    accept() {
-      this.readyState = 1;
-      this.onopen({});
-    }
-
-    receive(data) {
-      this.onmessage({ data });
-    }
-
-    drop(code = 1006) {
-      this.readyState = 3;
-      this.onerror({});
-      this.onclose({ code, reason: '', wasClean: false });
-    }
-  }
-
-  const context = {
-    WebSocket: FakeWebSocket,
-    console: { error: (e) => logged.push(e) },
-    setTimeout: (fn, delay) => {
-      timers.push({ fn, delay, cleared: false });
-      return timers.length;
-    },
-    clearTimeout: (id) => {
-      if (timers[id - 1]) {
-        timers[id - 1].cleared = true;
-      }
-    },
-    __random: () => random,
-  };
-  if (location) {
-    context.location = location;
-  }
-  vm.createContext(context);
-  vm.runInContext('Math.random = () => __random();', context);
-  vm.runInContext(SOURCE, context, { filename: 'tz.js' });
-
-  return {
-    TZ: context.TZ,
-    sockets,
-    logged,
-    get last() {
-      return sockets[sockets.length - 1];
-    },
-    pendingTimers: () => timers.filter((t) => !t.cleared && !t.ran),
-    // Fire the earliest pending timer (the reconnect), returning its delay.
-    fireTimer() {
-      const t = timers.find((x) => !x.cleared && !x.ran);
-      assert.ok(t, 'expected a pending timer');
-      t.ran = true;
-      t.fn();
-      return t.delay;
-    },
-  };
-}
-
-function recorder() {
-  const calls = [];
-  const fn = (...args) => calls.push(args);
-  fn.calls = calls;
-  return fn;
-}
+import { SOURCE, load, recorder } from './fake.mjs';
 
 test('the script is ASCII, so it decodes the same whatever charset it is served with', () => {
   assert.match(SOURCE, /^[\x00-\x7f]*$/);

@@ -14,11 +14,24 @@
  * The old API keeps working: `new TZ(url, callbacks)` where `callbacks` maps a
  * rule name to a function, and `tz.send(method, argsArray)` sends `method|a,b`.
  * The protocol is described in docs/protocol.md, this client in docs/tzjs.md.
+ *
+ * With a server that selects the `tranzit.2` subprotocol the client also keeps
+ * the position of every group it was joined to and, after a reconnect, asks the
+ * server to replay what it missed (`tz.resume`); see "Reconnects and recovery"
+ * in docs/tzjs.md.
  */
 (function (root) {
   'use strict';
 
-  const EVENTS = ['open', 'close', 'error', 'message'];
+  const EVENTS = ['open', 'close', 'error', 'message', 'recovery', 'presence'];
+
+  const SUBPROTOCOL = 'tranzit.2';
+  const RESUME_RULE = 'tz.resume';
+  // Reasons a call fails on this side: the server may still have resumed the groups.
+  const CLIENT_CODES = ['disconnected', 'closed', 'timeout', 'queue_full'];
+  // Once a server selected tranzit.2, a failed attempt means it is down, not old;
+  // every this-many failures one attempt goes without, in case it was rolled back.
+  const FALLBACK_EVERY = 4;
 
   const DEFAULTS = {
     path: '/ws',          // used when no url is given
@@ -28,6 +41,8 @@
     queueLimit: 100,      // messages kept while disconnected
     callTimeout: 0,       // ms; 0 waits for the server as long as the connection lives
     token: null,          // () => token or Promise of one: sent as ?token= on every (re)connect
+    recover: true,        // ask for tranzit.2: group positions, replay after a reconnect
+    drainDelay: 5000,     // ms; after a server's 1001 "reconnect" wait a random time up to this
     WebSocket: null,      // a WebSocket class to use instead of the global one
   };
 
@@ -79,6 +94,41 @@
     } catch (e) {
       return null;
     }
+  }
+
+  /** Split `"<ms>-<seq>"` into its two digit strings (a bare `"<ms>"` has seq 0). */
+  function splitOffset(offset) {
+    const text = String(offset);
+    const dash = text.indexOf('-');
+    return dash < 0 ? [text, '0'] : [text.slice(0, dash), text.slice(dash + 1)];
+  }
+
+  /** Compare two non-negative integers written in decimal, exactly at any size. */
+  function compareDigits(a, b) {
+    a = a.replace(/^0+(?=.)/, '');
+    b = b.replace(/^0+(?=.)/, '');
+    if (a.length !== b.length) {
+      return a.length < b.length ? -1 : 1;
+    }
+    return a < b ? -1 : (a > b ? 1 : 0);
+  }
+
+  /**
+   * -1, 0 or 1 as group offset `a` is before, equal to or after `b`: offsets are
+   * Redis stream ids `"<ms>-<seq>"`, ordered as the pair of integers (ms, seq),
+   * so `"9-0"` comes before `"10-0"` although it sorts after it as text.
+   */
+  function compareOffsets(a, b) {
+    const x = splitOffset(a);
+    const y = splitOffset(b);
+    return compareDigits(x[0], y[0]) || compareDigits(x[1], y[1]);
+  }
+
+  /** obj[key] = value, also for a key such as `__proto__` (group names come from the server). */
+  function setKey(obj, key, value) {
+    Object.defineProperty(obj, key,
+      { value: value, enumerable: true, writable: true, configurable: true });
+    return obj;
   }
 
   /** The delay before reconnect attempt number `attempt` (0-based): doubling, capped, jittered. */
@@ -139,6 +189,16 @@
       this._attempt = 0;
       this._timer = null;
       this._closed = false;
+      // Protocol v2 state. _joined: group -> {epoch, offset, ticket}, the join
+      // point; _seen: group -> {epoch, offset} of the last message delivered.
+      this._v2 = false;             // the open socket speaks tranzit.2
+      this._v2Seen = false;         // some server selected tranzit.2 for this client
+      this._askV2 = this.options.recover;
+      this._asked = false;          // the current socket asked for tranzit.2
+      this._opened = false;         // the current socket opened
+      this._v2Failures = 0;         // attempts asking for tranzit.2 that failed, since the last open
+      this._joined = new Map();
+      this._seen = new Map();
       // Old pages assign these properties instead of subscribing.
       this.onopen = null;
       this.onclose = null;
@@ -158,11 +218,22 @@
       return this.ws !== null && this.ws.readyState === 1;
     }
 
+    /** {group: {epoch, offset}}: where each joined group would resume now (a copy). */
+    get groups() {
+      const snapshot = {};
+      for (const group of this._joined.keys()) {
+        const point = this._resumePoint(group);
+        setKey(snapshot, group, { epoch: point.epoch, offset: point.offset });
+      }
+      return snapshot;
+    }
+
     /**
      * Subscribe to a rule's incoming messages (`rule|a,b` calls fn('a', 'b'); a
      * JSON `data` message calls fn(data, msg)) or to an event: 'open', 'close'
-     * (fn(closeEvent)), 'error' (fn(TZError)), 'message' (fn(rawText)).
-     * Returns a function that unsubscribes.
+     * (fn(closeEvent)), 'error' (fn(TZError)), 'message' (fn(rawText)),
+     * 'recovery' (fn({group, recovered, replayed})), 'presence' (fn({group, join}
+     * or {group, leave})). Returns a function that unsubscribes.
      */
     on(name, fn) {
       if (typeof fn !== 'function') {
@@ -275,8 +346,10 @@
     _open(url) {
       const Impl = this.options.WebSocket || root.WebSocket;
       let ws;
+      this._asked = this._askV2;
+      this._opened = false;
       try {
-        ws = new Impl(url);
+        ws = this._asked ? new Impl(url, [SUBPROTOCOL]) : new Impl(url);
       } catch (e) {
         this._emit('error', new TZError('socket', 'cannot connect to ' + this.url + ': ' + e.message));
         this._scheduleReconnect();
@@ -299,8 +372,18 @@
         return;
       }
       this._attempt = 0;
+      this._opened = true;
+      this._v2Failures = 0;
+      // An old server selects no subprotocol: then this is a v1 connection.
+      this._v2 = this._asked && ws.protocol === SUBPROTOCOL;
+      if (this._v2) {
+        this._v2Seen = true;
+        this._resume();
+      } else {
+        this._loseGroups();
+      }
       // Flush before the 'open' handlers run, so what they send goes out
-      // behind what was queued earlier.
+      // behind what was queued earlier (and behind the resume call).
       const queued = this._queue;
       this._queue = [];
       for (const item of queued) {
@@ -314,18 +397,43 @@
         return;
       }
       this.ws = null;
+      this._v2 = false;
+      this._chooseSubprotocol();
       this._rejectSent('disconnected', 'connection closed (' + event.code + ')');
       this._emit('close', event);
-      this._scheduleReconnect();
+      this._scheduleReconnect(event.code === 1001 && event.reason === 'reconnect');
     }
 
-    _scheduleReconnect() {
+    // Chromium fails the handshake when it asked for a subprotocol and the
+    // server selected none, so against a pre-v2 server an attempt that asks
+    // can never open: after it fails, the next attempt does not ask.
+    _chooseSubprotocol() {
+      if (!this.options.recover) {
+        return;
+      }
+      if (this._opened || !this._asked) {
+        this._askV2 = true;
+        return;
+      }
+      this._v2Failures += 1;
+      this._askV2 = this._v2Seen && this._v2Failures % FALLBACK_EVERY !== 0;
+    }
+
+    // A draining server (1001 "reconnect") is going away on purpose and others
+    // are up: come back soon, but spread over drainDelay, not all at once.
+    _scheduleReconnect(drained) {
       if (this._closed || !this.options.reconnect || this._timer !== null) {
         return;
       }
-      const delay = backoffDelay(this._attempt, this.options.minDelay, this.options.maxDelay,
-        Math.random);
-      this._attempt += 1;
+      let delay;
+      if (drained) {
+        // Not counted: a failure after it backs off from minDelay.
+        delay = Math.round(Math.random() * this.options.drainDelay);
+      } else {
+        delay = backoffDelay(this._attempt, this.options.minDelay, this.options.maxDelay,
+          Math.random);
+        this._attempt += 1;
+      }
       this._timer = root.setTimeout(() => this._connect(), delay);
     }
 
@@ -383,13 +491,22 @@
         return;
       }
       const text = event.data;
-      this._emit('message', text);
-      if (typeof text !== 'string') {
+      const msg = typeof text === 'string' ? parseJson(text) : null;
+      if (msg !== null && this._v2 && typeof msg.tz === 'string') {
+        this._onFrame(msg);
         return;
       }
-      const msg = parseJson(text);
+      this._dispatch(text, msg);
+    }
+
+    // One incoming message, `msg` being its JSON form or null.
+    _dispatch(text, msg) {
+      this._emit('message', text);
       if (msg !== null) {
         this._onJson(msg);
+        return;
+      }
+      if (typeof text !== 'string') {
         return;
       }
       const parsed = parseText(text);
@@ -422,6 +539,124 @@
       }
     }
 
+    // -- protocol v2 --------------------------------------------------------
+
+    // A `{"tz": ...}` frame; a kind this client does not know is ignored.
+    _onFrame(frame) {
+      const group = frame.group;
+      if (frame.tz === 'msg') {
+        this._onGroupMessage(frame);
+      } else if (frame.tz === 'joined') {
+        this._setJoinPoint(group, frame.epoch, frame.offset, frame.ticket);
+      } else if (frame.tz === 'left') {
+        this._forget(group);
+      } else if (frame.tz === 'recovery') {
+        this._onRecovery(frame);
+      } else if (frame.tz === 'presence') {
+        this._emit('presence', frame.join !== undefined ? { group: group, join: frame.join }
+          : { group: group, leave: frame.leave });
+      }
+    }
+
+    // The new join point after a resume, with a fresh ticket (tickets expire).
+    // Without a position (the server had no history to go by) the old one stays.
+    _onRecovery(frame) {
+      const group = frame.group;
+      const joined = this._joined.get(group);
+      const ticket = typeof frame.ticket === 'string' ? frame.ticket : (joined ? joined.ticket : null);
+      if (typeof frame.offset === 'string' && ticket !== null) {
+        this._setJoinPoint(group, frame.epoch, frame.offset, ticket);
+      }
+      this._emit('recovery',
+        { group: group, recovered: frame.recovered === true, replayed: Number(frame.replayed) || 0 });
+    }
+
+    // Replayed and live messages can overlap (and a message can be replayed on
+    // two reconnects): what was delivered once is dropped.
+    _onGroupMessage(frame) {
+      const group = frame.group;
+      const seen = this._seen.get(group);
+      if (seen && seen.epoch === frame.epoch && compareOffsets(frame.offset, seen.offset) <= 0) {
+        return;
+      }
+      this._seen.set(group, { epoch: frame.epoch, offset: frame.offset });
+      const joined = this._joined.get(group);
+      if (joined && joined.epoch !== frame.epoch) {
+        // History was lost: the old join point means nothing in the new epoch.
+        this._joined.set(group, { epoch: frame.epoch, offset: frame.offset, ticket: joined.ticket });
+      }
+      if (typeof frame.data === 'string') {
+        this._dispatch(frame.data, parseJson(frame.data));
+      }
+    }
+
+    // A join point only says where to resume: it never hides a later message,
+    // so it moves `seen` only when the epoch changed (the old one is void).
+    _setJoinPoint(group, epoch, offset, ticket) {
+      const seen = this._seen.get(group);
+      if (seen && seen.epoch !== epoch) {
+        this._seen.delete(group);
+      }
+      this._joined.set(group, { epoch: epoch, offset: offset, ticket: ticket });
+    }
+
+    _forget(group) {
+      this._joined.delete(group);
+      this._seen.delete(group);
+    }
+
+    // The later of the join point and the last message delivered (same epoch).
+    _resumePoint(group) {
+      const joined = this._joined.get(group);
+      const seen = this._seen.get(group);
+      return seen && compareOffsets(seen.offset, joined.offset) > 0 ? seen : joined;
+    }
+
+    // Sent on every v2 open before anything else, so the replay comes first.
+    _resume() {
+      if (this._joined.size === 0) {
+        return;
+      }
+      const asked = new Map();
+      const positions = {};
+      for (const [group, joined] of this._joined) {
+        const point = this._resumePoint(group);
+        asked.set(group, joined.ticket);
+        setKey(positions, group, { epoch: point.epoch, offset: point.offset, ticket: joined.ticket });
+      }
+      this.call(RESUME_RULE, positions).then((result) => {
+        for (const group of Object.keys(result || {})) {
+          if (result[group] === 'refused') {
+            this._lose(group, asked.get(group));
+          }
+        }
+      }, (err) => {
+        // The server answered with an error: it re-joined none of them.
+        if (CLIENT_CODES.indexOf(err.code) < 0) {
+          for (const [group, ticket] of asked) {
+            this._lose(group, ticket);
+          }
+        }
+      });
+    }
+
+    // Forget a group the server did not re-join and tell the page (it has a gap),
+    // unless it was joined again meanwhile (a new ticket).
+    _lose(group, ticket) {
+      const joined = this._joined.get(group);
+      if (joined && joined.ticket === ticket) {
+        this._forget(group);
+        this._emit('recovery', { group: group, recovered: false, replayed: 0 });
+      }
+    }
+
+    // A v1 connection cannot resume: every remembered group has a gap.
+    _loseGroups() {
+      for (const [group, joined] of Array.from(this._joined)) {
+        this._lose(group, joined.ticket);
+      }
+    }
+
     _emit(name, ...args) {
       const prop = { open: 'onopen', close: 'onclose', error: 'onerror' }[name];
       const fns = Array.from(this._handlers.get(name) || []);
@@ -447,5 +682,6 @@
   TZ.EVENTS = EVENTS;
   TZ.parseText = parseText;
   TZ.backoffDelay = backoffDelay;
+  TZ.compareOffsets = compareOffsets;
   root.TZ = TZ;
 })(typeof globalThis !== 'undefined' ? globalThis : this);
