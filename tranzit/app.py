@@ -34,6 +34,7 @@ from .ws.hub import HUB, Hub, create_backend
 
 __all__ = [
     "CONFIG",
+    "METRICS_PATH",
     "PROJECT",
     "ROLE",
     "TRANZIT_STATIC",
@@ -73,7 +74,8 @@ def create_app(
     ws_refusal: str | None = None,
 ) -> web.Application:
     """The HTTP application: app routes, static folders, sessions, ``/healthz``,
-    ``/readyz``, ``ws_path``; ``Host`` checked against ``allowed_hosts``.
+    ``/readyz``, ``/metrics`` (``metrics: true``), ``ws_path``; ``Host`` checked
+    against ``allowed_hosts``.
 
     ``ws_refusal`` (one line) makes ``ws_path`` answer 503 with it instead of serving
     websockets (several gunicorn workers without a ``broadcast_url``).
@@ -171,8 +173,14 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    """Readiness: the hub's broadcast backend can publish and hears the other replicas."""
-    if request.app[HUB].backend.healthy:
+    """Readiness: not stopping, and the hub's broadcast backend can publish and hears the
+    other replicas."""
+    hub = request.app[HUB]
+    if hub.draining:
+        return web.Response(
+            status=503, text="not ready: draining (the server is stopping)\n", headers=_NO_STORE
+        )
+    if hub.backend.healthy:
         return web.Response(text="ready\n", headers=_NO_STORE)
     return web.Response(
         status=503, text="not ready: the broadcast backend is unreachable\n", headers=_NO_STORE
@@ -182,13 +190,23 @@ async def _readyz(request: web.Request) -> web.Response:
 def create_hub(config: Config) -> Hub:
     """The hub for ``config.broadcast_url`` (in-process, or Redis pub/sub between replicas)."""
     return Hub(
-        create_backend(config.broadcast_url, timeout=config.broadcast_timeout),
+        create_backend(
+            config.broadcast_url,
+            timeout=config.broadcast_timeout,
+            history_size=config.ws_history_size,
+            history_age=config.ws_history_age,
+        ),
         send_queue=config.ws_send_queue,
         send_buffer=config.ws_send_buffer,
         send_buffer_total=config.ws_send_buffer_total,
         send_timeout=config.ws_send_timeout,
     )
 
+
+#: Where Prometheus scrapes (``metrics: true``). It calls a container by its service
+#: name, like a probe: the Host check lets it through with the probes' paths.
+METRICS_PATH = "/metrics"
+_UNCHECKED_PATHS = HEALTH_PATHS | {METRICS_PATH}
 
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 _WILDCARD_BINDS = {"", "0.0.0.0", "::", "*"}
@@ -242,8 +260,8 @@ class _HostCheck:
 
     Against DNS rebinding: a page of ``evil.example`` resolved to this server sends
     ``Host: evil.example`` and a matching ``Origin``, which the Origin check accepts.
-    ``/healthz`` and ``/readyz`` are exempt; a request without ``Host`` (HTTP/1.0) is
-    let through.
+    ``/healthz``, ``/readyz`` and ``/metrics`` are exempt; a request without ``Host``
+    (HTTP/1.0) is let through.
     """
 
     __slots__ = ("allowed", "refusals")
@@ -253,7 +271,7 @@ class _HostCheck:
         self.refusals = Throttle(10.0)
 
     def refusal(self, request: web.Request, host: str | None) -> web.Response | None:
-        if host is None or self.allowed(host) or request.path in HEALTH_PATHS:
+        if host is None or self.allowed(host) or request.path in _UNCHECKED_PATHS:
             return None
         if self.refusals.due():
             log.info(
@@ -387,12 +405,19 @@ def _base_app(
         app.on_cleanup.append(_close_hub)
     app[HUB] = hub
     check_secret(config)  # production needs a strong secret, whether or not sessions are used
-    app[SIGNER] = Signer(config, project)
+    app[SIGNER] = signer = Signer(config, project)
+    # Resume tickets are signed with the project's key: every replica accepts the others'.
+    hub.ticket_key = lambda: signer.key
     uses_sessions = project.uses_sessions or getattr(project.ws_connect, "uses_sessions", False)
     if config.sessions if config.sessions is not None else uses_sessions:
         setup_sessions(app, session_key(config, project))
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    if config.metrics:
+        # Imported only here: without metrics, prometheus_client is never loaded.
+        from .metrics import metrics_handler, metrics_registry
+
+        app.router.add_get(METRICS_PATH, metrics_handler(metrics_registry(hub)))
     app.on_shutdown.append(_close_websockets)
     return app
 
@@ -420,7 +445,10 @@ def _endpoint(
         connect=project.ws_connect,
     )
     dispatcher = RuleDispatcher(
-        project.rules, max_tasks=config.ws_max_tasks, expose_errors=not config.production
+        project.rules,
+        max_tasks=config.ws_max_tasks,
+        expose_errors=not config.production,
+        stats=app[HUB].stats,
     )
     return websocket_endpoint(dispatcher, settings, app[HUB])
 

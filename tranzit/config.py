@@ -68,6 +68,13 @@ class Config:
     ws_send_buffer: int = limits.SEND_BUFFER
     ws_send_buffer_total: int = limits.SEND_BUFFER_TOTAL
     ws_send_timeout: float = limits.SEND_TIMEOUT
+    #: Messages kept per group for clients that reconnect (0: none), and for how long.
+    ws_history_size: int = limits.HISTORY_SIZE
+    ws_history_age: float = limits.HISTORY_AGE
+    #: Seconds over which a stopping websocket server closes its clients (0: all at once).
+    ws_drain_time: float = limits.DRAIN_TIME
+    #: Serve Prometheus metrics at ``/metrics`` on both roles.
+    metrics: bool = False
     #: Host names requests may carry (``Host``); empty: localhost names and the
     #: addresses the servers bind. ``*`` allows any, ``.example.com`` a domain.
     allowed_hosts: tuple[str, ...] = ()
@@ -347,6 +354,10 @@ def _field_type(name: str) -> str:
         "ws_send_buffer": "size",
         "ws_send_buffer_total": "size",
         "ws_send_timeout": "seconds",
+        "ws_history_size": "count0",
+        "ws_history_age": "seconds",
+        "ws_drain_time": "seconds0",
+        "metrics": "bool",
         "allowed_hosts": "tuple",
         "max_body_size": "size",
         "header_timeout": "seconds",
@@ -382,17 +393,22 @@ def _convert(name: str, value: Any) -> Any:
             return value.lower() in _TRUE
         choices = "true, false or auto" if _field_type(name) == "auto" else "true or false"
         raise ValueError(f"expected {choices}, {found}")
-    if kind in ("port", "size", "count"):
+    if kind in ("port", "size", "count", "count0"):
         number = _as_int(value)
-        low, high = {"port": (1, 65535), "size": (1, 2**31), "count": (1, 100_000)}[kind]
+        low, high = {
+            "port": (1, 65535),
+            "size": (1, 2**31),
+            "count": (1, 100_000),
+            "count0": (0, 1_000_000),
+        }[kind]
         if number is None or not low <= number <= high:
             what = "a port number" if kind == "port" else "an integer"
             raise ValueError(f"expected {what} from {low} to {high}, {found}")
         return number
-    if kind in ("seconds", "heartbeat"):
+    if kind in ("seconds", "seconds0", "heartbeat"):
         # Below these, a heartbeat's pong deadline (half of it) or a timeout is shorter
         # than an ordinary round trip, and every client is dropped.
-        shortest = {"seconds": 0.1, "heartbeat": 1.0}[kind]
+        shortest = {"seconds": 0.1, "seconds0": 0.0, "heartbeat": 1.0}[kind]
         seconds = _as_float(value)
         if seconds is None or not shortest <= seconds <= 3600:
             raise ValueError(f"expected a number of seconds from {shortest:g} to 3600, {found}")

@@ -15,8 +15,10 @@ Environment (all optional):
     and format (``text`` or ``json``) of gunicorn's, aiohttp's and tranzit's lines
     alike (:mod:`tranzit.logs`). ``log_level: debug`` logs each request too.
 ``GUNICORN_GRACEFUL_TIMEOUT``
-    seconds workers get to finish requests after SIGTERM (default 10, below
-    the 15 s ``stop_grace_period`` of the compose files).
+    seconds a worker has to stop after SIGTERM (default 10, below the 15 s
+    ``stop_grace_period`` of the compose files): first its websockets are
+    drained over ``ws_drain_time``, at most half of this (see
+    :func:`post_worker_init`), then requests still running have what is left.
 ``GUNICORN_KEEPALIVE``
     seconds an idle keep-alive connection stays open (default: the project's
     ``keepalive_timeout``, 75). ``header_timeout`` and ``body_timeout`` of the
@@ -35,14 +37,19 @@ at start (:func:`websocket_refusal`).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
+import signal
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tranzit.config import Config, load_config, locate_project
 from tranzit.logs import logging_config
+
+if TYPE_CHECKING:
+    from tranzit.ws.hub import Hub
 
 __all__ = [
     "cgroup_cpu_limit",
@@ -203,6 +210,7 @@ def post_worker_init(worker: Any) -> None:
 
     from tranzit.app import CONFIG, gunicorn_app
     from tranzit.httpserver import AppRunner, ClientErrorFilter
+    from tranzit.ws.hub import HUB
 
     factory = worker.wsgi
     cfg = worker.cfg
@@ -218,6 +226,9 @@ def post_worker_init(worker: Any) -> None:
             app = await factory()
         # Any aiohttp app may be served with this config; the project's settings then.
         config = app.get(CONFIG, _config)
+        hub = app.get(HUB)
+        if hub is not None:
+            _drain_on_stop(worker, hub, min(config.ws_drain_time, cfg.graceful_timeout / 2))
         log_format = getattr(worker, "_get_valid_log_format", lambda f: None)(cfg.access_log_format)
         return AppRunner(
             app,
@@ -231,6 +242,38 @@ def post_worker_init(worker: Any) -> None:
         )
 
     worker.wsgi = runner
+
+
+def _drain_on_stop(worker: Any, hub: Hub, window: float) -> None:
+    """The worker's SIGTERM and SIGINT drain its websockets before it stops serving.
+
+    aiohttp's worker would stop listening at once. Here ``/readyz`` answers
+    503 and the websockets close over ``window`` seconds (:func:`tranzit.ws.drain.drain`)
+    while the worker still serves; then the worker's own handler runs, and it
+    stops as before. SIGQUIT (the arbiter's quick shutdown) stops it at once.
+    """
+    from tranzit.ws.drain import drain
+
+    loop = asyncio.get_running_loop()
+    draining: set[asyncio.Task[None]] = set()
+
+    def stopping(sig: int, handler: Any) -> None:
+        if hub.draining:
+            return  # a second signal does not cut the drain short
+        hub.draining = True
+        task = loop.create_task(drain(hub.connections, window), name="tranzit-drain")
+        draining.add(task)
+
+        def drained(task: asyncio.Task[None]) -> None:
+            draining.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                worker.log.error("draining the websockets failed", exc_info=task.exception())
+            handler(sig, None)
+
+        task.add_done_callback(drained)
+
+    loop.add_signal_handler(signal.SIGTERM, stopping, signal.SIGTERM, worker.handle_exit)
+    loop.add_signal_handler(signal.SIGINT, stopping, signal.SIGINT, worker.handle_quit)
 
 
 def _seconds(env: Mapping[str, str], name: str, default: int) -> int:

@@ -12,8 +12,11 @@ from typing import Final
 __all__ = [
     "BODY_TIMEOUT",
     "BROADCAST_TIMEOUT",
+    "DRAIN_TIME",
     "HEADER_TIMEOUT",
     "HEARTBEAT",
+    "HISTORY_AGE",
+    "HISTORY_SIZE",
     "JSON_MAX_DEPTH",
     "KEEPALIVE_TIMEOUT",
     "MAX_BODY_SIZE",
@@ -49,6 +52,12 @@ MAX_TASKS: Final = 32
 # The broadcast backend ----------------------------------------------------
 #: Seconds a publish may wait for Redis before it is BroadcastUnavailable.
 BROADCAST_TIMEOUT: Final = 2.0
+#: Messages kept per group for clients that reconnect (older ones: a gap).
+HISTORY_SIZE: Final = 1000
+#: Seconds a group message is kept for clients that reconnect.
+HISTORY_AGE: Final = 300.0
+#: Seconds over which a stopping websocket server closes its clients, in batches.
+DRAIN_TIME: Final = 5.0
 
 # HTTP (nginx's defaults, where nginx has one) --------------------------------
 #: Seconds a client has to send a request's headers (nginx: client_header_timeout 60s).

@@ -28,6 +28,7 @@ from .errors import ServeError
 from .httpserver import AppRunner
 from .logs import setup_logging
 from .project import Project
+from .ws.drain import drain
 
 __all__ = [
     "RELOAD_SUFFIXES",
@@ -86,7 +87,12 @@ async def serve(
     middlewares: Iterable[Middleware] = (),
     started: asyncio.Event | None = None,
 ) -> None:
-    """Serve until a signal. ``ws=None`` means ``config.ws_server_on``."""
+    """Serve until a signal, then drain and stop. ``ws=None`` means ``config.ws_server_on``.
+
+    On the signal ``/readyz`` answers 503 at once and the websockets are closed
+    over ``ws_drain_time`` seconds (:func:`~tranzit.ws.drain.drain`) while the
+    ports still answer; then the servers stop as they would without websockets.
+    """
     runners: list[AppRunner] = []
     settings: dict[str, Any] = {
         "header_timeout": config.header_timeout,
@@ -116,6 +122,8 @@ async def serve(
         if started is not None:
             started.set()
         await run_until_signal()
+        hub.draining = True
+        await drain(hub.connections, config.ws_drain_time)
     finally:
         # Shutdown closes websockets with 1001 and cancels their handlers (on_shutdown).
         for runner in reversed(runners):

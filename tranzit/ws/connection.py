@@ -15,13 +15,18 @@ import secrets
 import sys
 from collections.abc import Coroutine, Generator, Iterator
 from contextvars import Context, copy_context
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSCloseCode, web
 
 from ..limits import SEND_QUEUE
 from ..throttle import Throttle
 from .outbound import ConnectionClosed, Outbound, SendBudget
+from .stats import Stats
+
+if TYPE_CHECKING:
+    from .backplane import Position
+    from .hub import Joined
 
 __all__ = ["Connection", "ConnectionClosed", "ConnectionRegistry", "Membership"]
 
@@ -137,7 +142,15 @@ _slow_warnings = Throttle(period=1.0, burst=10)
 class Membership(Protocol):
     """What a connection asks of its hub (the hub keeps who is in which group)."""
 
-    def join(self, conn: Connection, group: str) -> None: ...
+    def join(
+        self,
+        conn: Connection,
+        group: str,
+        *,
+        since: Position | None = None,
+        presence: bool = False,
+        presence_events: bool = False,
+    ) -> Joined: ...
     def leave(self, conn: Connection, group: str) -> None: ...
     def groups_of(self, conn: Connection) -> frozenset[str]: ...
 
@@ -145,6 +158,8 @@ class Membership(Protocol):
     send_buffer: int
     send_timeout: float | None
     send_budget: SendBudget
+    #: Counters for ``/metrics``.
+    stats: Stats
 
 
 class Connection:
@@ -168,6 +183,7 @@ class Connection:
         "request",
         "state",
         "user",
+        "v2",
     )
 
     def __init__(
@@ -177,8 +193,12 @@ class Connection:
         *,
         send_queue: int = SEND_QUEUE,
         hub: Membership | None = None,
+        v2: bool = False,
     ) -> None:
         self.id = f"{_PREFIX}-{next(_ids)}"
+        #: Whether the client speaks protocol v2 (subprotocol ``tranzit.2``): group
+        #: messages reach it with their positions, and it resumes after a reconnect.
+        self.v2 = v2
         self.request = request
         self.state: dict[str, Any] = {}
         #: Who is connected: what the project's ``ws_connect`` hook returned (None without one).
@@ -192,6 +212,7 @@ class Connection:
                 "max_bytes": hub.send_buffer,
                 "timeout": hub.send_timeout,
                 "budget": hub.send_budget,
+                "stats": hub.stats,
             }
         self._out = Outbound(
             ws,
@@ -242,6 +263,8 @@ class Connection:
 
     def _too_slow(self, why: str, waiting: int, frames: int, dropped: int) -> None:
         """Over a send bound (the outbound path calls this once): log, close with 1013."""
+        if self.hub is not None:
+            self.hub.stats.slow_closes += 1
         held = _slow_warnings.allow()
         if held is not None:
             log.warning(
@@ -288,9 +311,25 @@ class Connection:
 
     # Groups (kept by the hub) -----------------------------------------------
 
-    def join(self, group: str) -> None:
-        """Join ``group``: messages sent to it reach this client (see :class:`Hub`)."""
-        self._hub().join(self, group)
+    def join(
+        self,
+        group: str,
+        *,
+        since: Position | None = None,
+        presence: bool = False,
+        presence_events: bool = False,
+    ) -> Joined:
+        """Join ``group``: messages sent to it reach this client (see :class:`Hub`).
+
+        Joins at once; ``await`` the result for the join point, or, with
+        ``since`` (a :class:`~tranzit.ws.backplane.Position` the client saw
+        last), to know whether what it missed was replayed. ``presence``
+        counts this client in the group's presence; ``presence_events``
+        sends it the group's join and leave events.
+        """
+        return self._hub().join(
+            self, group, since=since, presence=presence, presence_events=presence_events
+        )
 
     def leave(self, group: str) -> None:
         self._hub().leave(self, group)

@@ -27,7 +27,13 @@ from .hub import Hub
 from .outbound import resume
 from .protocol import Refuse, plan
 from .rules import Rule, RuleError, RuleTable
+from .stats import Stats
 from .strict import StrictWebSocketResponse, warn_if_hooks_missing
+
+#: The websocket subprotocol of protocol v2 (positions and recovery; docs/protocol.md).
+SUBPROTOCOL = "tranzit.2"
+#: The built-in rule a v2 client calls first after reconnecting.
+RESUME_RULE = "tz.resume"
 
 __all__ = [
     "Dispatcher",
@@ -71,17 +77,25 @@ class EndpointSettings:
 class RuleDispatcher:
     """Runs ``ws_rules`` handlers for incoming messages, each call as its own task."""
 
-    __slots__ = ("_by_name", "expose_errors", "max_tasks", "rules")
+    __slots__ = ("_by_name", "expose_errors", "max_tasks", "rules", "stats")
 
     def __init__(
-        self, rules: RuleTable, *, max_tasks: int = MAX_TASKS, expose_errors: bool = True
+        self,
+        rules: RuleTable,
+        *,
+        max_tasks: int = MAX_TASKS,
+        expose_errors: bool = True,
+        stats: Stats | None = None,
     ) -> None:
         self.rules = rules
+        #: Calls and failures per rule (only the table's names: a client cannot add labels).
+        self.stats = stats or Stats()
         self.max_tasks = max_tasks
         #: Whether a handler's exception text reaches the client (development), or only
         #: an error id that is also in the log (production).
         self.expose_errors = expose_errors
-        self._by_name = rules.by_name
+        # The built-in rules, unless the project defines the same names.
+        self._by_name = {RESUME_RULE: _RESUME, **rules.by_name}
 
     def on_text(self, conn: Connection, text: str) -> None:
         by_name = self._by_name
@@ -90,10 +104,12 @@ class RuleDispatcher:
             conn.outbound.offer(decision.reply)
             return
         rule = by_name[decision.rule]
+        stats = self.stats
+        stats.rule_calls[rule.name] += 1
         if rule.inline:
-            _run_inline(conn, rule, decision, self.expose_errors)
+            _run_inline(conn, rule, decision, self.expose_errors, stats)
         else:
-            conn.start(_run(conn, rule, decision, self.expose_errors), rule.task_name)
+            conn.start(_run(conn, rule, decision, self.expose_errors, stats), rule.task_name)
 
     def on_binary(self, conn: Connection, data: bytes) -> None:
         conn.outbound.offer(
@@ -104,7 +120,19 @@ class RuleDispatcher:
         )
 
 
-def _run_inline(conn: Connection, rule: Rule, call: protocol.Call, expose: bool) -> None:
+async def _resume(conn: Connection, groups: Any) -> Any:
+    hub = conn.hub
+    if not isinstance(hub, Hub):
+        raise RuleError("this connection belongs to no hub", code="unavailable")
+    return await hub.resume(conn, groups)
+
+
+_RESUME = Rule(RESUME_RULE, "tranzit", _resume)
+
+
+def _run_inline(
+    conn: Connection, rule: Rule, call: protocol.Call, expose: bool, stats: Stats
+) -> None:
     """A call that cannot wait (:func:`~tranzit.ws.rules.cannot_wait`), run now.
 
     In a copy of the context, as a task would run it; no task is made, as
@@ -120,21 +148,26 @@ def _run_inline(conn: Connection, rule: Rule, call: protocol.Call, expose: bool)
             except StopIteration as done:
                 value = done.value
             else:  # it did wait after all: the rest of it runs as a task
-                task = _run(conn, rule, call, expose, resume(value, waiting))
+                task = _run(conn, rule, call, expose, stats, resume(value, waiting))
                 conn.start(task, rule.task_name)
                 return
         elif isawaitable(value):  # a plain function returned something to await
-            conn.start(_run(conn, rule, call, expose, value), rule.task_name)
+            conn.start(_run(conn, rule, call, expose, stats, value), rule.task_name)
             return
         reply = rule.reply(call, value)
         if reply is not None:
             conn.outbound.offer(reply)
     except Exception as exc:
-        _failed(conn, rule, call, exc, expose)
+        _failed(conn, rule, call, exc, expose, stats)
 
 
 def _failed(
-    conn: Connection, rule: Rule, call: protocol.Call, exc: Exception, expose: bool
+    conn: Connection,
+    rule: Rule,
+    call: protocol.Call,
+    exc: Exception,
+    expose: bool,
+    stats: Stats,
 ) -> None:
     """Tell the client its call failed: a :class:`RuleError` as raised, anything else as
     ``handler_error`` (its text in development, an id that is also logged in production)."""
@@ -142,6 +175,7 @@ def _failed(
         code, message = exc.code, exc.message
         log.debug("websocket rule %r refused the call: %s %s", call.rule, code, message)
     else:
+        stats.rule_errors[rule.name] += 1
         error_id = secrets.token_hex(4)
         log.error(
             "websocket rule %r (app %r) raised %s [%s]",
@@ -162,7 +196,8 @@ async def _run(
     conn: Connection,
     rule: Rule,
     call: protocol.Call,
-    expose: bool = True,
+    expose: bool,
+    stats: Stats,
     started: Any = _NOT_STARTED,
 ) -> None:
     """One call: the handler, then its reply (or its error) on the connection's path.
@@ -183,7 +218,7 @@ async def _run(
     except ConnectionClosed:
         pass  # the client went away mid-call; nothing to tell anyone
     except Exception as exc:
-        _failed(conn, rule, call, exc, expose)
+        _failed(conn, rule, call, exc, expose, stats)
 
 
 def _closing_code(code: int) -> int:
@@ -252,6 +287,7 @@ def websocket_endpoint(
             timeout=CLOSE_TIMEOUT,
             # The loop answers the client's close itself (see _closing_code).
             autoclose=False,
+            protocols=(SUBPROTOCOL,),
         )
         if not ws.can_prepare(request).ok:
             raise web.HTTPBadRequest(text="expected a websocket upgrade request\n")
@@ -267,9 +303,13 @@ def websocket_endpoint(
             # routine under load, not an error. 499 as nginx logs it; nothing is sent.
             log.debug("websocket client %s left during the handshake", request.remote)
             return web.Response(status=CLIENT_CLOSED_REQUEST, reason="Client Closed Request")
-        conn = Connection(ws, request, send_queue=hub.send_queue, hub=hub)
+        conn = Connection(
+            ws, request, send_queue=hub.send_queue, hub=hub, v2=ws.ws_protocol == SUBPROTOCOL
+        )
         conn.user = user
         hub.connections.add(conn)
+        stats = hub.stats
+        stats.connections_opened += 1
         on_text, on_binary, receive = dispatcher.on_text, dispatcher.on_binary, ws.receive
         try:
             # receive() rather than `async for`: one coroutine less per message.
@@ -277,11 +317,13 @@ def websocket_endpoint(
                 msg = await receive()
                 kind = msg.type
                 if kind is WSMsgType.TEXT:
+                    stats.messages_in += 1
                     if len(msg.data) > limit:  # characters: at least as many bytes
                         await _too_big(ws, limit)
                         break
                     on_text(conn, msg.data)
                 elif kind is WSMsgType.BINARY:
+                    stats.messages_in += 1
                     if len(msg.data) > limit:
                         await _too_big(ws, limit)
                         break

@@ -42,6 +42,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..limits import SEND_BUFFER, SEND_TIMEOUT
+from .stats import Stats
 
 __all__ = ["ConnectionClosed", "CorkedTransport", "Outbound", "SendBudget", "resume"]
 
@@ -171,8 +172,16 @@ def _size(data: Payload) -> int:
     return len(data)
 
 
+#: Where an outbound path of no hub counts (never exported).
+_UNCOUNTED = Stats()
+
+
 class Outbound:
-    """The frames on their way to one client (see the module's docstring)."""
+    """The frames on their way to one client (see the module's docstring).
+
+    It counts the frames it hands to the socket and the ones it drops into
+    ``stats`` (its hub's :class:`~tranzit.ws.stats.Stats`).
+    """
 
     __slots__ = (
         "_budget",
@@ -189,6 +198,7 @@ class Outbound:
         "_pump",
         "_queue",
         "_since",
+        "_stats",
         "_timeout",
         "_timer",
         "_transport",
@@ -206,8 +216,10 @@ class Outbound:
         timeout: float | None = SEND_TIMEOUT,
         budget: SendBudget | None = None,
         transport: asyncio.WriteTransport | CorkedTransport | None = None,
+        stats: Stats = _UNCOUNTED,
     ) -> None:
         self._ws = ws
+        self._stats = stats
         # aiohttp's frame writer when the response exposes it (StrictWebSocketResponse):
         # a text frame is then one coroutine instead of two. Else ws.send_str.
         self._frames = getattr(ws, "frame_writer", None)
@@ -278,6 +290,7 @@ class Outbound:
         try:
             waiting = coro.send(None)
         except StopIteration:
+            self._stats.messages_out += 1
             return
         except ConnectionError as exc:  # aiohttp: "Cannot write to closing transport"
             raise ConnectionClosed(f"connection {self._id} is closed") from exc
@@ -329,6 +342,7 @@ class Outbound:
         waiting, frames = self.waiting_bytes(), len(self._queue)
         self._full = True
         self._drop()
+        self._stats.frames_dropped += dropped
         self._on_full(why, waiting, frames, dropped)
         raise ConnectionClosed(f"connection {self._id} is too slow; closing it")
 
@@ -350,11 +364,14 @@ class Outbound:
         queue = self._queue
         try:
             await first
+            stats = self._stats
+            stats.messages_out += 1
             self._recount()
             while queue:
                 data, waiter, size, self._since = queue.popleft()
                 self._bytes -= size
                 await self._start_send(data)
+                stats.messages_out += 1
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
                 self._recount()

@@ -12,7 +12,18 @@ than hiding it (``docs/groups.md``):
   publish that Redis handed to fewer of them than are known raises
   :class:`~tranzit.ws.backplane.BroadcastIncomplete`;
 - the listener is supervised: it drops (and counts) what it cannot decode,
-  PINGs an idle link, and reconnects after any failure with a short backoff.
+  PINGs an idle link, and reconnects after any failure with a short backoff;
+  once back it asks the hub to look up what its members missed (``resync``).
+
+Group messages are also kept, per group, in the stream ``<channel>:h:<group>``
+(capped by ``history_size`` and ``history_age``), whose ids are their
+positions. One Lua script adds a message to its stream and publishes it, so
+the order on the channel is the stream's order on every replica. Each
+group's epoch (``<channel>:e:<group>``) is made when its history starts: a
+Redis that restarted empty, or a history that expired, has a new one.
+Presence (``<channel>:p:<group>``, a hash of member → JSON) is indexed per
+replica (``<channel>:pi:<replica>``), so the members of a replica that
+stopped refreshing its registry entry are removed by the others.
 """
 
 from __future__ import annotations
@@ -25,14 +36,23 @@ import random
 import secrets
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import TranzitError
-from ..limits import BROADCAST_TIMEOUT
+from ..limits import BROADCAST_TIMEOUT, HISTORY_AGE, HISTORY_SIZE
 from ..throttle import Throttle
-from .backplane import BroadcastIncomplete, BroadcastUnavailable, Deliver, Envelope
+from .backplane import (
+    BroadcastIncomplete,
+    BroadcastUnavailable,
+    Deliver,
+    Envelope,
+    Gone,
+    Position,
+    Resync,
+    Sync,
+)
 
 __all__ = ["RedisBackend"]
 
@@ -55,6 +75,128 @@ else:
 _FAIL_FAST = 1.0
 #: Registry entries this much older than the expiry are deleted, not merely ignored.
 _FORGET_AFTER = 12
+#: Seconds a group's history and epoch outlive its last message.
+HISTORY_TTL = 86400
+
+# Shared by both scripts: ids as pairs of numbers, and cutting a group's history.
+# KEYS[1] is the stream, KEYS[2] the group's hash: e (epoch), c (the newest id cut
+# from the stream: every message after c is still there).
+_CUT = """
+local function key(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function before(a, b)
+  local ams, aseq = key(a)
+  local bms, bseq = key(b)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local function epoch_of(new_epoch, ttl)
+  local epoch = redis.call('HGET', KEYS[2], 'e')
+  if not epoch then
+    epoch = new_epoch
+    redis.call('HSET', KEYS[2], 'e', epoch, 'c', '0-0')
+  end
+  redis.call('EXPIRE', KEYS[2], ttl)
+  return epoch
+end
+-- Cut what is over size or older than age_ms (exactly), and remember the newest cut.
+local function cut(size, age_ms, now_ms)
+  local newest = nil
+  local over = redis.call('XLEN', KEYS[1]) - size
+  if over > 0 then
+    local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', over)
+    newest = old[#old][1]
+  end
+  local oldest_kept = string.format('%.0f-0', now_ms - age_ms)
+  local aged = redis.call('XREVRANGE', KEYS[1], '(' .. oldest_kept, '-', 'COUNT', 1)
+  if #aged > 0 and (newest == nil or before(newest, aged[1][1])) then newest = aged[1][1] end
+  if newest then
+    local ms, seq = key(newest)
+    redis.call('XTRIM', KEYS[1], 'MINID', string.format('%.0f-%.0f', ms, seq + 1))
+    redis.call('HSET', KEYS[2], 'c', newest)
+  end
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# Keeps a group message in its stream and publishes it, atomically: the channel's
+# order is the stream's. ARGV: channel, envelope prefix, size, age (ms), a new epoch
+# in case there is none, the text, ttl (s).
+_PUBLISH = (
+    _CUT
+    + """
+local epoch = epoch_of(ARGV[5], ARGV[7])
+local id = redis.call('XADD', KEYS[1], '*', 'd', ARGV[6])
+cut(tonumber(ARGV[3]), tonumber(ARGV[4]), now_ms())
+redis.call('EXPIRE', KEYS[1], ARGV[7])
+local n = redis.call('PUBLISH', ARGV[1], ARGV[2] .. epoch .. '/' .. id .. '"]')
+return {epoch, id, n}
+"""
+)
+
+# A group's position now and, when asked, the messages after a position, or 0 when
+# some of them are gone. ARGV: epoch asked ('' for none), offset asked, age (ms),
+# most entries, a new epoch in case there is none, ttl (s), a marker to publish
+# after reading ('' for none), the channel.
+_SYNC = (
+    _CUT
+    + """
+local epoch = epoch_of(ARGV[5], ARGV[6])
+local top = '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('EXPIRE', KEYS[1], ARGV[6])
+  cut(tonumber(ARGV[4]), tonumber(ARGV[3]), now_ms())
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then top = info[i + 1] end
+  end
+end
+if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[7]) end
+if ARGV[1] == '' then return {epoch, top, -1} end
+local cut_at = redis.call('HGET', KEYS[2], 'c') or '0-0'
+if ARGV[1] ~= epoch or before(top, ARGV[2]) or before(ARGV[2], cut_at) then
+  return {epoch, top, 0}
+end
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], '+', 'COUNT', ARGV[4])
+return {epoch, top, 1, entries}
+"""
+)
+
+# Removes the presence of a replica that stopped refreshing its registry entry.
+# KEYS: registry, the replica's index. ARGV: its name, key prefix, cut-off score.
+# Returns group, info, group, info, ... of the members removed.
+_BURY = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) >= tonumber(ARGV[3]) then return {} end
+local gone = {}
+for _, item in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local group, member = string.match(item, '^(.*)\\n([^\\n]*)$')
+  if group then
+    local hash = ARGV[2] .. ':p:' .. group
+    local info = redis.call('HGET', hash, member)
+    if info then
+      redis.call('HDEL', hash, member)
+      table.insert(gone, group)
+      table.insert(gone, info)
+    end
+  end
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[1], ARGV[1])
+return gone
+"""
+
+
+def _field(fields: list[bytes], name: bytes) -> str:
+    """The value of ``name`` in a stream entry's flat [field, value, ...] list."""
+    for index in range(0, len(fields) - 1, 2):
+        if fields[index] == name:
+            return fields[index + 1].decode()
+    return ""
 
 
 def _redacted(url: str) -> str:
@@ -88,6 +230,8 @@ class RedisBackend:
         replica_expiry: float = 5.0,
         min_backoff: float = 0.05,
         max_backoff: float = 1.0,
+        history_size: int = HISTORY_SIZE,
+        history_age: float = HISTORY_AGE,
     ) -> None:
         try:
             import redis.asyncio  # noqa: F401
@@ -106,11 +250,20 @@ class RedisBackend:
         self.replica_expiry = replica_expiry
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
+        self.history = history_size > 0
+        self.marks = True
+        self.history_size = history_size
+        self.history_age = history_age
+        #: This replica's presence entries, indexed so that others can remove them.
+        self.presence_index = f"{channel}:pi:{self.name}"
         #: Messages on the channel that were not envelopes, dropped since start.
         self.dropped = 0
         #: Set while the listener is subscribed and its link answers.
         self.ready = asyncio.Event()
         self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._resync: Resync | None = None
+        self._gone: Gone | None = None
         self._task: asyncio.Task[None] | None = None
         # Publishes go out one at a time, in call order (the lock is FIFO): over a
         # pool of connections, concurrent publishes could reach Redis reordered.
@@ -154,9 +307,20 @@ class RedisBackend:
         """The other replicas the registry says are listening (as of its last read, ≤ 1 s ago)."""
         return self._others
 
-    async def start(self, deliver: Deliver) -> None:
-        """Start listening; waits (at most ``timeout``) for the first subscription."""
+    async def start(
+        self, deliver: Deliver, resync: Resync | None = None, gone: Gone | None = None
+    ) -> None:
+        """Start listening; waits (at most ``timeout``) for the first subscription.
+
+        ``resync`` is called each time the listener is back after losing its
+        link; ``gone`` with the presence entries of replicas found dead.
+        """
+        self._resync, self._gone = resync, gone
         self._client = self._connect()
+        self._scripts = {
+            name: self._client.register_script(source)
+            for name, source in (("publish", _PUBLISH), ("sync", _SYNC), ("bury", _BURY))
+        }
         self._task = asyncio.get_running_loop().create_task(
             self._supervise(deliver), name="tranzit-redis-listener"
         )
@@ -168,6 +332,39 @@ class RedisBackend:
     # Publishing ------------------------------------------------------------
 
     async def publish(self, envelope: Envelope) -> None:
+        data = envelope.dumps()
+        await self._bounded(lambda: self._client.publish(self.channel, data))
+
+    async def publish_group(self, envelope: Envelope) -> Position | None:
+        """Keep the message in its group's stream and publish it (with its position)."""
+        if not self.history:
+            await self.publish(envelope)
+            return None
+        group = envelope.target
+        args = [
+            self.channel,
+            envelope.prefix(),
+            self.history_size,
+            round(self.history_age * 1000),
+            secrets.token_hex(4),
+            envelope.text,
+            max(HISTORY_TTL, round(2 * self.history_age)),
+        ]
+        answer: list[Any] = []
+
+        async def send() -> int:
+            script = self._scripts["publish"]
+            answer[:] = await script(keys=self._group_keys(group), args=args)
+            return int(answer[2])
+
+        await self._bounded(send)
+        return Position(answer[0].decode(), answer[1].decode())
+
+    def _group_keys(self, group: str) -> list[str]:
+        return [f"{self.channel}:h:{group}", f"{self.channel}:e:{group}"]
+
+    async def _bounded(self, send: Callable[[], Awaitable[int]]) -> None:
+        """Run one publish in call order, bounded by ``timeout`` (queueing included)."""
         import redis
 
         if self._client is None:
@@ -176,7 +373,7 @@ class RedisBackend:
             raise self._unavailable("the link is down")
         try:
             # One bound for the whole call: waiting behind a hung publish counts.
-            await _within(self._publish_in_order(envelope.dumps()), self.timeout)
+            await _within(self._publish_in_order(send), self.timeout)
         except asyncio.TimeoutError:
             # Only a Redis that sits on a command means the link is down; a
             # long queue of this replica's own publishes does not.
@@ -192,12 +389,12 @@ class RedisBackend:
                 self._fail_fast_until = time.monotonic() + _FAIL_FAST
             raise self._unavailable(str(exc)) from None
 
-    async def _publish_in_order(self, data: str) -> None:
+    async def _publish_in_order(self, send: Callable[[], Awaitable[int]]) -> None:
         async with self._publishing:
             if not self.healthy:  # a publish ahead of this one timed out
                 raise self._unavailable("the link is down")
             self._sent_at = sent_at = time.monotonic()
-            receivers: int = await self._client.publish(self.channel, data)
+            receivers = await send()
             self._sent_at = math.inf  # answered: nothing is outstanding
         await self._check_reach(receivers, sent_at)
 
@@ -206,6 +403,94 @@ class RedisBackend:
             f"cannot publish to {_redacted(self.url)}: {reason}; "
             "other replicas may have missed it (this replica's members got it)"
         )
+
+    # History and presence ----------------------------------------------------
+
+    def top_now(self, group: str) -> Position | None:
+        return None  # only Redis knows: see sync()
+
+    async def sync(self, group: str, since: Position | None, marker: str = "") -> Sync:
+        """The group's position and, with ``since``, what came after it (one script, atomic).
+
+        ``marker`` is published on the channel right after the read: the listener
+        hears it after every message the answer accounts for.
+        """
+        args = [
+            since.epoch if since is not None else "",
+            since.offset if since is not None else "",
+            round(self.history_age * 1000),
+            self.history_size,
+            secrets.token_hex(4),
+            max(HISTORY_TTL, round(2 * self.history_age)),
+            marker,
+            self.channel,
+        ]
+        answer = await self._command(self._scripts["sync"](keys=self._group_keys(group), args=args))
+        epoch = answer[0].decode()
+        top = Position(epoch, answer[1].decode())
+        if answer[2] == -1:
+            return Sync(top, None)
+        if answer[2] == 0:
+            return Sync(top, False)
+        # Entries come from the script as [id, [field, value, ...]]; the text is field "d".
+        entries = tuple(
+            (Position(epoch, entry_id.decode()), _field(fields, b"d"))
+            for entry_id, fields in answer[3]
+        )
+        return Sync(top, True, entries)
+
+    async def presence_add(self, group: str, member: str, info: str) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(f"{self.channel}:p:{group}", member, info)
+            pipe.sadd(self.presence_index, f"{group}\n{member}")
+            await self._command(pipe.execute())
+
+    async def presence_remove(self, group: str, member: str) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hdel(f"{self.channel}:p:{group}", member)
+            pipe.srem(self.presence_index, f"{group}\n{member}")
+            await self._command(pipe.execute())
+
+    async def presence_count(self, group: str) -> int:
+        return int(await self._command(self._client.hlen(f"{self.channel}:p:{group}")))
+
+    async def presence_list(self, group: str, cursor: int, count: int) -> tuple[list[str], int]:
+        following, found = await self._command(
+            self._client.hscan(f"{self.channel}:p:{group}", cursor, count=count)
+        )
+        return [v.decode() for v in found.values()], int(following)
+
+    async def _command(self, awaitable: Awaitable[T]) -> T:
+        """One command, bounded by ``timeout``; BroadcastUnavailable when Redis is away."""
+        import redis
+
+        if self._client is None:
+            raise BroadcastUnavailable("the Redis broadcast backend is not started")
+        try:
+            return await _within(awaitable, self.timeout)
+        except asyncio.TimeoutError:
+            raise self._unavailable(f"no answer within {self.timeout:g} s") from None
+        except (redis.RedisError, OSError) as exc:
+            raise self._unavailable(str(exc)) from None
+
+    async def _bury_dead(self, now: float) -> None:
+        """Remove the presence of replicas whose registry entry went stale (any replica may)."""
+        cutoff = now - self.replica_expiry
+        dead = await self._client.zrangebyscore(self.registry_key, "-inf", cutoff)
+        for name in dead:
+            name = name.decode()
+            if name == self.name:
+                continue
+            gone = await self._scripts["bury"](
+                keys=[self.registry_key, f"{self.channel}:pi:{name}"],
+                args=[name, self.channel, cutoff],
+            )
+            if gone and self._gone is not None:
+                pairs = [
+                    (g.decode(), i.decode()) for g, i in zip(gone[::2], gone[1::2], strict=True)
+                ]
+                log.info("broadcast: replica %s is gone; removed %d member(s)", name, len(pairs))
+                self._gone(pairs)
 
     def _known_others(self) -> frozenset[str]:
         if self._held and time.monotonic() < self._held_until:
@@ -246,6 +531,8 @@ class RedisBackend:
             pipe.zrangebyscore(self.registry_key, now - self.replica_expiry, "+inf")
             listening = (await pipe.execute())[-1]
         self._others = frozenset(m.decode() for m in listening) - {self.name}
+        if register:
+            await self._bury_dead(now)
         # One seen again is counted as any other: if it now leaves, it is gone.
         self._held -= self._others
 
@@ -328,11 +615,14 @@ class RedisBackend:
                 self._held = self._known_others()
                 self._held_until = time.monotonic() + self.replica_expiry
             await self._register()
+            back = self._outage
             if self._outage:
                 self._outage = False
                 log.info("broadcast: reconnected to %s", _redacted(self.url))
             self._heard = time.monotonic()
             self.ready.set()
+            if back and self._resync is not None:
+                self._resync()  # what was published meanwhile: the hub looks it up
             # Reading blocks without a timeout (no per-message cost); the
             # watchdog beside it is what notices a silent link.
             loop = asyncio.get_running_loop()
