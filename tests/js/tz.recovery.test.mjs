@@ -426,3 +426,23 @@ test('a recovery frame brings a fresh ticket; one without a position keeps the o
   env.last.accept(V2);
   assert.equal(sentJson(env.last)[0].args[0].lobby.ticket, 'T3');
 });
+
+test('a socket still connecting after connectTimeout is given up and retried, still asking for v2', () => {
+  const env = load();
+  const errors = [];
+  const tz = new env.TZ(null, { error: (e) => errors.push(e.code) }, { connectTimeout: 3000 });
+  const first = env.last;
+  assert.equal(env.pendingTimers().length, 1);
+  assert.equal(env.fireTimer(), 3000); // the connect timeout: no answer from the proxy
+  assert.deepEqual(errors, ['timeout']);
+  assert.ok(first.closedWith !== null, 'the hung socket is closed');
+  env.fireTimer(); // the reconnect
+  assert.equal(env.sockets.length, 2);
+  assert.deepEqual(env.last.protocols, [V2]); // a timeout is not a subprotocol refusal
+  env.last.accept(V2);
+  assert.equal(env.pendingTimers().length, 0); // opened: no timeout left running
+  assert.equal(tz.connected, true);
+  // A late event from the abandoned socket changes nothing.
+  assert.equal(first.onopen, null);
+  tz.close();
+});

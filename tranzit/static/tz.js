@@ -43,6 +43,7 @@
     token: null,          // () => token or Promise of one: sent as ?token= on every (re)connect
     recover: true,        // ask for tranzit.2: group positions, replay after a reconnect
     drainDelay: 5000,     // ms; after a server's 1001 "reconnect" wait a random time up to this
+    connectTimeout: 10000, // ms a socket may stay connecting before it is given up and retried
     WebSocket: null,      // a WebSocket class to use instead of the global one
   };
 
@@ -298,6 +299,7 @@
     /** Close for good: no more reconnects; waiting calls are rejected with 'closed'. */
     close(code, reason) {
       this._closed = true;
+      this._clearConnectTimer();
       if (this._timer !== null) {
         root.clearTimeout(this._timer);
         this._timer = null;
@@ -365,12 +367,42 @@
         }
       };
       ws.onclose = (event) => this._onClose(ws, event);
+      if (this.options.connectTimeout > 0) {
+        // A proxy may sit on an upgrade to a replica that just died: give up and retry.
+        this._connectTimer = root.setTimeout(() => this._connectTimedOut(ws),
+          this.options.connectTimeout);
+      }
+    }
+
+    _connectTimedOut(ws) {
+      this._connectTimer = null;
+      if (ws !== this.ws || ws.readyState !== 0) {
+        return;
+      }
+      ws.onopen = ws.onmessage = ws.onerror = ws.onclose = null;
+      try {
+        ws.close();
+      } catch (e) {
+        // closing a socket that is still connecting may throw in some engines
+      }
+      this._timedOut = true;
+      this._emit('error', new TZError('timeout', 'no connection to ' + this.url + ' within ' +
+        this.options.connectTimeout + ' ms'));
+      this._onClose(ws, { code: 1006, reason: 'connect timeout', wasClean: false });
+    }
+
+    _clearConnectTimer() {
+      if (this._connectTimer) {
+        root.clearTimeout(this._connectTimer);
+      }
+      this._connectTimer = null;
     }
 
     _onOpen(ws) {
       if (ws !== this.ws) {
         return;
       }
+      this._clearConnectTimer();
       this._attempt = 0;
       this._opened = true;
       this._v2Failures = 0;
@@ -396,6 +428,7 @@
       if (ws !== this.ws) {
         return;
       }
+      this._clearConnectTimer();
       this.ws = null;
       this._v2 = false;
       this._chooseSubprotocol();
@@ -409,6 +442,10 @@
     // can never open: after it fails, the next attempt does not ask.
     _chooseSubprotocol() {
       if (!this.options.recover) {
+        return;
+      }
+      if (this._timedOut) {  // no answer at all says nothing about the subprotocol
+        this._timedOut = false;
         return;
       }
       if (this._opened || !this._asked) {
