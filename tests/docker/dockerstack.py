@@ -181,6 +181,24 @@ class Stack:
 CURRENT_STACK: list[Stack] = []
 
 
+def health(container: str) -> str:
+    """The container's health status ("starting", "healthy", …; "" when it is not running)."""
+    fmt = "{{if .State.Running}}{{.State.Health.Status}}{{end}}"
+    return run(["docker", "inspect", "-f", fmt, container], timeout=30).stdout.strip()
+
+
+def wait_healthy(containers: list[str], timeout: float) -> float:
+    """Wait until every container is running and healthy; how long that took."""
+    started = time.monotonic()
+    while True:
+        sick = {c[:12]: status for c in containers if (status := health(c)) != "healthy"}
+        if not sick:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not healthy after {timeout:.0f} s: {sick}")
+        time.sleep(0.5)
+
+
 @dataclass
 class BuiltProject:
     """A project generated from the template and built (app + nginx images)."""
