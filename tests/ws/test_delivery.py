@@ -452,3 +452,47 @@ async def test_a_replica_cut_off_from_redis_catches_its_members_up(
         await old.close()
         await member.ws.close()
     await proxy.cut()
+
+
+async def test_a_publish_a_hung_redis_takes_late_reaches_members_once(
+    project: Path, redis_server: RedisServer, wait_until: WaitUntil
+) -> None:
+    from tranzit.ws import BroadcastUnavailable
+
+    async with AsyncExitStack() as stack:
+        client = await replica(stack, project, redis_server.url, broadcast_timeout=0.5)
+        member = await V2.connect(client)
+        await member.call("join", "room")
+        hub = client.app[HUB]  # type: ignore[index]
+        await hub.send_group("room", "before")
+        await member.heard("room", "before")
+        redis_server.pause()
+        try:
+            with pytest.raises(BroadcastUnavailable) as raised:
+                await hub.send_group("room", "late")
+            assert raised.value.maybe_sent  # sent, unanswered: Redis may still run it
+        finally:
+            redis_server.resume()
+        backend = hub.backend
+        await asyncio.wait_for(backend.ready.wait(), timeout=15)
+        await member.heard("room", "late", timeout=10)  # from the history, not at once
+        await wait_until(lambda: backend.healthy, timeout=5, message="publishing again")
+        await hub.send_group("room", "after")
+        await member.heard("room", "after")
+        assert member.data("room") == ["before", "late", "after"]
+        assert "late" not in member.texts  # not also delivered at once, without a position
+        await member.ws.close()
+
+
+async def test_a_join_while_redis_is_away_still_gets_a_ticket(
+    project: Path, redis_server: RedisServer
+) -> None:
+    async with AsyncExitStack() as stack:
+        client = await replica(stack, project, redis_server.url)
+        redis_server.kill()
+        member = await V2.connect(client)
+        assert await member.call("join", "room") == "joined room"
+        joined = next(f for f in member.frames if f["tz"] == "joined")
+        # No position could be looked up: one of no epoch, which a resume reports as a gap.
+        assert joined["ticket"] and joined["epoch"] == "" and joined["offset"] == "0-0"
+        await member.ws.close()

@@ -38,7 +38,15 @@ Target = Literal["conn", "group", "all"]
 
 
 class BroadcastUnavailable(TranzitError):
-    """The broadcast backend (Redis) cannot be reached; local members were still served."""
+    """The broadcast backend (Redis) cannot be reached; local members were still served.
+
+    ``maybe_sent``: the command went out and got no answer in time, so Redis may
+    still carry it out (a hung Redis); False when it surely never ran.
+    """
+
+    def __init__(self, message: str, *, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 class BroadcastIncomplete(BroadcastUnavailable):

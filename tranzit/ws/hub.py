@@ -77,6 +77,8 @@ INTERNAL = "\x00"
 PRESENCE = "\x00presence\x00"
 #: Sync markers: a conn-kind envelope to MARKER + hub id + token.
 MARKER = "\x00sync\x00"
+#: The join point when the history could not be looked up (no epoch matches it).
+UNKNOWN = Position("", "0-0")
 #: Seconds a resume ticket stays valid (re-issued with every join and recovery).
 TICKET_AGE = 86400
 #: Most groups one ``tz.resume`` call may name.
@@ -308,9 +310,12 @@ class Hub:
             except BroadcastIncomplete:
                 self.stats.publish_errors += 1
                 raise
-            except BroadcastUnavailable:
+            except BroadcastUnavailable as exc:
                 self.stats.publish_errors += 1
-                self._deliver_local(envelope)
+                # Not when Redis may still carry it out: it would come back from the
+                # channel too, and this replica's members would get it twice.
+                if not exc.maybe_sent:
+                    self._deliver_local(envelope)
                 raise
         self._deliver_local(envelope)
         try:
@@ -420,9 +425,13 @@ class Hub:
         if sync is None:  # no history to go by: what arrived meanwhile, and live from now on
             for envelope in held:
                 self._offer(conn, envelope)
+            # The client still gets its ticket (a resume from the messages it saw
+            # since), with a position of no epoch: one from it alone is a gap.
             if since is not None:
                 self.stats.recoveries_gap += 1
-                self._notify(conn, "recovery", group, None, recovered=False, replayed=0)
+                self._notify(conn, "recovery", group, UNKNOWN, recovered=False, replayed=0)
+            else:
+                self._notify(conn, "joined", group, UNKNOWN)
             return Recovery(group, False if since is not None else None, 0, None)
         point = sync.top
         replayed = 0

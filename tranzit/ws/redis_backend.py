@@ -77,6 +77,12 @@ _FAIL_FAST = 1.0
 _FORGET_AFTER = 12
 #: Seconds a group's history and epoch outlive its last message.
 HISTORY_TTL = 86400
+#: Connections to Redis per replica (one listens; the others publish and look up).
+POOL_SIZE = 64
+#: A look-up (join point, replay, presence) may take this many times ``timeout``:
+#: it waits its turn for a connection behind a burst of others, and nobody is
+#: waiting on it the way a publisher is.
+LOOKUP_FACTOR = 5
 
 # Shared by both scripts: ids as pairs of numbers, and cutting a group's history.
 # KEYS[1] is the stream, KEYS[2] the group's hash: e (epoch), c (the newest id cut
@@ -289,13 +295,18 @@ class RedisBackend:
 
         # Every call is bounded by its own wait_for (a socket_timeout would
         # cost a task per command); retrying is the supervisor's job, so
-        # redis-py does not retry on its own.
-        return redis.asyncio.Redis.from_url(
+        # redis-py does not retry on its own. A burst of look-ups (thousands of
+        # clients resuming after a replica died) waits for a pooled connection
+        # instead of failing with "Too many connections".
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=POOL_SIZE,
+            timeout=None,
             socket_connect_timeout=self.timeout,
             socket_timeout=None,
             retry=Retry(NoBackoff(), 0),
         )
+        return redis.asyncio.Redis.from_pool(pool)
 
     @property
     def healthy(self) -> bool:
@@ -387,11 +398,14 @@ class RedisBackend:
                     f"still queued behind earlier publishes after {self.timeout:g} s"
                 ) from None
             self._fail_fast_until = time.monotonic() + _FAIL_FAST
-            raise self._unavailable(f"no answer within {self.timeout:g} s") from None
+            raise self._unavailable(
+                f"no answer within {self.timeout:g} s", maybe_sent=True
+            ) from None
         except (redis.RedisError, OSError) as exc:
-            if isinstance(exc, redis.TimeoutError):
+            timed_out = isinstance(exc, redis.TimeoutError)
+            if timed_out:
                 self._fail_fast_until = time.monotonic() + _FAIL_FAST
-            raise self._unavailable(str(exc)) from None
+            raise self._unavailable(str(exc), maybe_sent=timed_out) from None
 
     async def _publish_in_order(
         self, send: Callable[[], Awaitable[int]], check_reach: bool = True
@@ -405,10 +419,11 @@ class RedisBackend:
         if check_reach:
             await self._check_reach(receivers, sent_at)
 
-    def _unavailable(self, reason: str) -> BroadcastUnavailable:
+    def _unavailable(self, reason: str, *, maybe_sent: bool = False) -> BroadcastUnavailable:
         return BroadcastUnavailable(
             f"cannot publish to {_redacted(self.url)}: {reason}; "
-            "other replicas may have missed it (this replica's members got it)"
+            "other replicas may have missed it (this replica's members got it)",
+            maybe_sent=maybe_sent,
         )
 
     # History and presence ----------------------------------------------------
@@ -473,10 +488,11 @@ class RedisBackend:
 
         if self._client is None:
             raise BroadcastUnavailable("the Redis broadcast backend is not started")
+        bound = self.timeout * LOOKUP_FACTOR
         try:
-            return await _within(awaitable, self.timeout)
+            return await _within(awaitable, bound)
         except asyncio.TimeoutError:
-            raise self._unavailable(f"no answer within {self.timeout:g} s") from None
+            raise self._unavailable(f"no answer within {bound:g} s") from None
         except (redis.RedisError, OSError) as exc:
             raise self._unavailable(str(exc)) from None
 
