@@ -91,7 +91,9 @@ class Sync(NamedTuple):
     ``top``: the group's position now (the join point: every later message
     comes after it). ``recovered``: None when no position was asked about;
     True when ``entries`` are all the messages after it (in order); False
-    when some are gone (outside the window, or another epoch).
+    when some are gone (outside the window, or another epoch). With False,
+    ``entries`` may hold a new epoch's whole history (all published after
+    the position asked about, though not all that was).
     """
 
     top: Position

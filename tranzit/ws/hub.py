@@ -473,18 +473,22 @@ class Hub:
         conn.offer(dumps(frame))
 
     def resync(self) -> None:
-        """The backend is back after an outage: look up what each local group missed."""
-        if self._groups or self._present:
-            self._spawn(self._resync_all(), "tranzit-resync")
+        """The backend is back after an outage: look up what each local group missed.
 
-    async def _resync_all(self) -> None:
-        for conn, present in list(self._present.items()):
-            for group in present:
-                await self._quietly(self.backend.presence_add(group, conn.id, _info(conn)))
+        Live messages of those groups are held from now on (not from when the
+        look-up starts), so none is both delivered live and replayed.
+        """
         groups = [g for g in self._groups if g not in self._resyncing]
         for group in groups:
             self._resyncing[group] = []
+        if groups or self._present:
+            self._spawn(self._resync_all(groups), "tranzit-resync")
+
+    async def _resync_all(self, groups: list[str]) -> None:
         await asyncio.gather(*(self._resync_group(group) for group in groups))
+        for conn, present in list(self._present.items()):
+            for group in present:
+                await self._quietly(self.backend.presence_add(group, conn.id, _info(conn)))
 
     async def _resync_group(self, group: str) -> None:
         since = self._last.get(group)
@@ -499,11 +503,14 @@ class Hub:
                 self._deliver_local(Envelope("group", group, text, "", position))
             self.stats.replayed += len(sync.entries) * len(self._groups.get(group, ()))
         elif sync is not None:
-            # Gone, or no position to ask from: members that can tell the page are told.
+            # Gone, or no position to ask from: members that can tell the page are told,
+            # then get what a new history (Redis restarted empty) holds since it began.
             for conn in list(self._groups.get(group, ())):
                 if conn.v2:
                     self.stats.recoveries_gap += 1
                     self._notify(conn, "recovery", group, sync.top, recovered=False, replayed=0)
+            for position, text in sync.entries:
+                self._deliver_local(Envelope("group", group, text, "", position))
             self._last[group] = sync.top
         for envelope in held:
             at = envelope.position

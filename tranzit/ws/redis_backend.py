@@ -164,6 +164,11 @@ end
 if ARGV[7] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[7]) end
 if ARGV[1] == '' then return {epoch, top, -1} end
 local cut_at = redis.call('HGET', KEYS[2], 'c') or '0-0'
+if ARGV[1] ~= epoch and cut_at == '0-0' then
+  -- Another history, whole since it began: what it holds was all published after
+  -- the position asked about (a gap all the same: the old one's end may be lost).
+  return {epoch, top, 0, redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[4])}
+end
 if ARGV[1] ~= epoch or before(top, ARGV[2]) or before(ARGV[2], cut_at) then
   return {epoch, top, 0}
 end
@@ -452,14 +457,14 @@ class RedisBackend:
         top = Position(epoch, answer[1].decode())
         if answer[2] == -1:
             return Sync(top, None)
-        if answer[2] == 0:
+        if answer[2] == 0 and len(answer) < 4:
             return Sync(top, False)
         # Entries come from the script as [id, [field, value, ...]]; the text is field "d".
         entries = tuple(
             (Position(epoch, entry_id.decode()), _field(fields, b"d"))
             for entry_id, fields in answer[3]
         )
-        return Sync(top, True, entries)
+        return Sync(top, answer[2] == 1, entries)
 
     async def presence_add(self, group: str, member: str, info: str) -> None:
         async with self._client.pipeline(transaction=True) as pipe:
