@@ -13,7 +13,7 @@ from typing import Any
 
 from . import machine, proc, report
 from .settings import FULL, QUICK, Settings
-from .workloads import docker, http, scale, soak, ws
+from .workloads import docker, http, recovery, scale, soak, ws
 
 WORKLOADS: dict[str, Callable[[Settings, Callable[[str], None]], dict[str, Any]]] = {
     "http_hello": lambda s, p: http.run(s, "hello", p),
@@ -21,6 +21,7 @@ WORKLOADS: dict[str, Callable[[Settings, Callable[[str], None]], dict[str, Any]]
     "ws_echo": ws.run_echo,
     "fanout": ws.run_fanout,
     "soak": soak.run,
+    "recovery": recovery.run,
     # The Docker workloads share one stack; lifecycle ends by stopping it, so it comes last.
     "static": docker.run_static,
     "broadcast": scale.run,

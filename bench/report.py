@@ -18,6 +18,7 @@ TITLES = {
     "lifecycle": "Container lifecycle",
     "broadcast": "Broadcast across 3 ws replicas through Redis",
     "soak": "Soak: bad clients and Redis restarts",
+    "recovery": "Recovery: a replica killed, a rolling restart, idle v2 memory",
 }
 UNITS = {"http_hello": "req/s", "http_echo": "req/s", "ws_echo": "msg/s"}
 
@@ -274,6 +275,111 @@ def _soak(d: dict[str, Any]) -> list[str]:
     ]
 
 
+def _phase_rows(p: dict[str, Any]) -> list[str]:
+    c = p["check"]
+    rt = p["resume_round_trip"]
+    return [
+        f"| reconnects: recovered true / false / no recovery frame | {p['recovered_true']:,} / "
+        f"{p['recovered_false']:,} / {p['no_recovery_frame']:,} of {p['reconnects']:,} |",
+        f"| close codes the members saw | {p['close_codes']} |",
+        f"| `tz.resume` results | {p['resume_results']} |",
+        f"| replayed (server's count / msg frames before the recovery frame) "
+        f"| {p['replayed']:,} / {p['replayed_frames_seen']:,} |",
+        f"| connected → recovery frame p50 / p99 | {_f(rt['p50_ms'], 0)} / "
+        f"{_f(rt['p99_ms'], 0)} ms |",
+        f"| messages acknowledged `ok` (and unsure) over the run so far "
+        f"| {c['acknowledged']:,} ({c['maybe']}) |",
+        f"| members with every message once, in order | {c['complete']:,} of {c['members']:,} |",
+        f"| missing / duplicated / out of order (all members) | {c['missing']:,} / "
+        f"{c['duplicates']:,} / {c['out_of_order']:,} |",
+        f"| ... members never told of a gap: complete, missing / duplicated "
+        f"| {c.get('always_recovered_complete', 0):,} of {c.get('always_recovered', 0):,}, "
+        f"{c.get('always_recovered_missing', 0):,} / {c.get('always_recovered_duplicates', 0):,} |",
+        f"| CPU % of one core over the window | {_busy_percent(p['cpu_percent_window'])} |",
+        f"| member tasks that failed (load generator) | {p['failed_members'] or 'none'} |",
+    ]
+
+
+def _busy_percent(cpu: dict[str, float]) -> str:
+    """``replicas 59, members 42, ...``: % of one core, busiest first (and cores' idle %)."""
+    return ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+
+
+def recovery_section(d: dict[str, Any]) -> list[str]:
+    """The recovery workload's tables (also spliced by hand into earlier pages)."""
+    lines = [
+        f"{d['clients']:,} protocol v2 clients (`tranzit.2`) on {d['replicas']} `tranzit serve "
+        f"ws` replicas sharing one `redis-server`, {d['groups']} groups (each client joined "
+        f"to one by `conn.join(group)`), a publisher at {d['rate']:g} msg/s spread over the "
+        f"groups (bench/workloads/recovery.py, bench/clients/ws_recovery.py; "
+        f"{d['clients_per_process']:,} clients per process, all on the client core; the "
+        "replicas and Redis on the server core).",
+        "",
+    ]
+    k = d.get("kill")
+    if k:
+        lines += [
+            f"**SIGKILL of one replica** ({k['reconnects']:,} of its clients reconnect to the "
+            f"other two after a random 0..{d['jitter_s']:g} s and send `tz.resume`):",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| kill → connected again p50 / p99 | {_f(k['kill_to_connected']['p50_ms'], 0)} / "
+            f"{_f(k['kill_to_connected']['p99_ms'], 0)} ms |",
+            f"| kill → recovery frame p50 / p99 / max | {_f(k['kill_to_recovery']['p50_ms'], 0)} "
+            f"/ {_f(k['kill_to_recovery']['p99_ms'], 0)} / "
+            f"{_f(k['kill_to_recovery']['max_ms'], 0)} ms |",
+            f"| all back within the window | {k['all_back_within_window']} ({k['window_s']} s) |",
+            f"| messages replayed per second (kill → last recovery frame) "
+            f"| {_f(k['replayed_per_second'], 0)} |",
+            f"| recovery frames per second after the kill | {k['recovery_frames_per_second']} |",
+            *_phase_rows(k),
+            f"| CPU % in the reconnect burst (kill → +{k.get('burst_s', 0):g} s) "
+            f"| {_busy_percent(k.get('cpu_percent_burst', {}))} |",
+            f"| CPU % before the kill (steady traffic) "
+            f"| {_busy_percent(k['cpu_percent_steady'])} |",
+            "",
+        ]
+    r = d.get("rolling")
+    if r:
+        steps = "; ".join(
+            f"{s['port']}: stopped in {s['stop_s']} s, ready in {s['ready_s']} s"
+            for s in r["steps"]
+        )
+        lines += [
+            f"**Rolling restart**: SIGTERM to each replica in turn (`ws_drain_time` "
+            f"{d['drain_time_s']:g} s: 1001 `reconnect` spread over it; clients wait a random "
+            f"0..{d['drain_time_s']:g} s), started again, `/readyz` 200, next ({steps}):",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| peak reconnects per second (1 s buckets) | {r['peak_reconnects_per_second']:,} |",
+            f"| reconnects per second | {r['reconnects_per_second']} |",
+            f"| close → recovery frame p50 / p99 | {_f(r['close_to_recovery']['p50_ms'], 0)} / "
+            f"{_f(r['close_to_recovery']['p99_ms'], 0)} ms |",
+            *_phase_rows(r),
+            "",
+        ]
+    if d.get("memory"):
+        lines += [
+            "**Memory per idle v2 connection** (one replica with Redis, history on; RSS with N "
+            "joined clients minus RSS after one client came and went, over N):",
+            "",
+            "| join | connections | RSS before → after | KiB per connection |",
+            "|---|---:|---|---:|",
+        ]
+        for m in d["memory"]:
+            if "error" in m:
+                first = m["error"].strip().splitlines()[0][:160]
+                lines.append(f"| `{m['rule']}` | | failed: {first} | |")
+                continue
+            lines.append(
+                f"| `{m['rule']}` | {m['connections']:,} | {m['rss_base_mib']} → "
+                f"{m['rss_loaded_mib']} MiB | {m['kib_per_connection']} |"
+            )
+    return lines
+
+
 def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) -> str:
     run, machine = results["run"], results["run"]["machine"]
     s = results["settings"]
@@ -364,6 +470,8 @@ def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) 
         out += [f"## {TITLES['broadcast']}", "", *_broadcast(w["broadcast"], w.get("fanout")), ""]
     if "soak" in w:
         out += [f"## {TITLES['soak']}", "", *_soak(w["soak"]), ""]
+    if "recovery" in w:
+        out += [f"## {TITLES['recovery']}", "", *recovery_section(w["recovery"]), ""]
     if plots:
         out += ["## Plots", ""]
         out += [f"![{title}]({path})" for title, path in plots.items()]
