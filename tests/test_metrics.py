@@ -13,6 +13,7 @@ import sys
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from types import SimpleNamespace
 
 import aiohttp
 from aiohttp.test_utils import TestServer
@@ -122,7 +123,7 @@ async def test_the_scrape_reads_the_hubs_counters_and_state() -> None:
     stats.slow_closes = 2
     stats.recoveries_ok, stats.recoveries_gap, stats.replayed = 4, 1, 9
     stats.publish_errors = 6
-    stats.rule_calls["chat.send"] = 7
+    stats.rules["chat.send"] = SimpleNamespace(name="chat.send", calls=7)  # type: ignore[assignment]
     stats.rule_errors["chat.send"] = 1
     for lag in (0.0005, 0.003, 0.003, 20.0):
         stats.lag.observe(lag)

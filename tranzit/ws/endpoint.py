@@ -96,6 +96,7 @@ class RuleDispatcher:
         self.expose_errors = expose_errors
         # The built-in rules, unless the project defines the same names.
         self._by_name = {RESUME_RULE: _RESUME, **rules.by_name}
+        self.stats.rules.update(self._by_name)
 
     def on_text(self, conn: Connection, text: str) -> None:
         by_name = self._by_name
@@ -104,8 +105,8 @@ class RuleDispatcher:
             conn.outbound.offer(decision.reply)
             return
         rule = by_name[decision.rule]
+        rule.calls += 1
         stats = self.stats
-        stats.rule_calls[rule.name] += 1
         if rule.inline:
             _run_inline(conn, rule, decision, self.expose_errors, stats)
         else:

@@ -117,6 +117,7 @@ class Rule:
         "_signature",
         "app",
         "arity",
+        "calls",
         "handler",
         "inline",
         "name",
@@ -129,6 +130,8 @@ class Rule:
         self.handler = handler
         #: Tasks of this rule are named once, not per call.
         self.task_name = f"tranzit-rule-{name}"
+        #: Calls dispatched to it (``/metrics``; a slot is the cheapest counter).
+        self.calls = 0
         #: Calls run while the message is read, without a task: they cannot wait.
         self.inline = cannot_wait(handler)
         self._signature = signature_of(handler)

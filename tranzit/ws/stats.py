@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter
+from typing import Protocol
 
 __all__ = ["LAG_BUCKETS", "Histogram", "Stats"]
 
@@ -32,6 +33,13 @@ class Histogram:
         self.total += value
 
 
+class Counted(Protocol):
+    """A rule as :class:`Stats` counts its calls (:class:`~tranzit.ws.rules.Rule`)."""
+
+    name: str
+    calls: int
+
+
 class Stats:
     """One hub's counters (all since the process started)."""
 
@@ -45,8 +53,8 @@ class Stats:
         "recoveries_gap",
         "recoveries_ok",
         "replayed",
-        "rule_calls",
         "rule_errors",
+        "rules",
         "slow_closes",
     )
 
@@ -60,8 +68,9 @@ class Stats:
         self.frames_dropped = 0
         #: Clients closed with 1013 for going over a send bound.
         self.slow_closes = 0
-        #: Calls and failed calls (handler_error) per rule name.
-        self.rule_calls: Counter[str] = Counter()
+        #: The rules dispatched through this hub (each counts its own calls), and
+        #: failed calls (handler_error) per rule name.
+        self.rules: dict[str, Counted] = {}
         self.rule_errors: Counter[str] = Counter()
         #: Resumes that replayed what was missed, and ones that were told of a gap.
         self.recoveries_ok = 0
@@ -72,3 +81,8 @@ class Stats:
         self.publish_errors = 0
         #: Seconds from a group message's publish (its position's time) to its local delivery.
         self.lag = Histogram()
+
+    @property
+    def rule_calls(self) -> Counter[str]:
+        """Calls per rule name (read at scrape time from the rules' own counters)."""
+        return Counter({name: rule.calls for name, rule in self.rules.items() if rule.calls})
