@@ -233,32 +233,17 @@ class Hub:
         self._groups.setdefault(group, set()).add(conn)
 
     def leave(self, conn: Connection, group: str) -> None:
-        groups = self._memberships.get(conn)
-        if groups is None or group not in groups:
+        if group not in self._memberships.get(conn, ()):
             return
-        groups.discard(group)
-        if not groups:
-            del self._memberships[conn]
+        _discard(self._memberships, conn, group)
         self._drop(conn, group)
         if conn.v2 and not conn.closed:
             conn.offer(dumps({"tz": "left", "group": group}))
 
     def _drop(self, conn: Connection, group: str) -> None:
-        members = self._groups.get(group)
-        if members is not None:
-            members.discard(conn)
-            if not members:
-                del self._groups[group]
-        joining = self._joining.get(group)
-        if joining is not None:
-            joining.pop(conn, None)
-            if not joining:
-                del self._joining[group]
-        watchers = self._watchers.get(group)
-        if watchers is not None:
-            watchers.discard(conn)
-            if not watchers:
-                del self._watchers[group]
+        _discard(self._groups, group, conn)
+        _discard(self._joining, group, conn)
+        _discard(self._watchers, group, conn)
         if group in self._present.get(conn, ()):
             self._presence_leave(conn, group)
         if group not in self._groups and group not in self._joining:
@@ -587,11 +572,7 @@ class Hub:
         self._spawn(self._presence_event(group, "join", info), "presence-event")
 
     def _presence_leave(self, conn: Connection, group: str) -> None:
-        groups = self._present.get(conn)
-        if groups is not None:
-            groups.discard(group)
-            if not groups:
-                del self._present[conn]
+        _discard(self._present, conn, group)
         info = _info(conn)
         self._spawn(self._quietly(self.backend.presence_remove(group, conn.id)), "presence")
         self._spawn(self._presence_event(group, "leave", info), "presence-event")
@@ -642,6 +623,19 @@ class Hub:
             if tasks:  # presence removals of the last clients, bounded
                 await asyncio.wait(tasks, timeout=BROADCAST_TIMEOUT)
             await self.backend.close()
+
+
+def _discard(index: dict[Any, Any], key: Any, item: Any) -> None:
+    """Take ``item`` out of ``index[key]`` (a set, or a dict by key), and ``key`` out of
+    ``index`` once nothing is left under it."""
+    entries = index.get(key)
+    if entries is not None:
+        if isinstance(entries, dict):
+            entries.pop(item, None)
+        else:
+            entries.discard(item)
+        if not entries:
+            del index[key]
 
 
 def _frame(envelope: Envelope, position: Position) -> str:
