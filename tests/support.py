@@ -137,3 +137,22 @@ def write_project(root: Path, apps: dict[str, str], server_yml: str = "") -> Pat
         (root / "apps" / name / "__init__.py").write_text("")
         (root / "apps" / name / "routes.py").write_text(textwrap.dedent(routes))
     return root
+
+
+async def served_replica(stack: Any, project: Path, url: str | None, **settings: Any) -> Any:
+    """A test client of ``project``'s app on 127.0.0.1 with ``broadcast_url=url``, closed
+    with ``stack`` (an AsyncExitStack); with Redis, once its listener is subscribed."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from tranzit.testing import project_app
+    from tranzit.ws import HUB
+    from tranzit.ws.redis_backend import RedisBackend
+
+    app = project_app(project, broadcast_url=url, **settings)
+    client = await stack.enter_async_context(TestClient(TestServer(app, host="127.0.0.1")))
+    backend = app[HUB].backend
+    if isinstance(backend, RedisBackend):
+        await asyncio.wait_for(backend.ready.wait(), timeout=5)
+    return client

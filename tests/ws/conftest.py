@@ -178,3 +178,12 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.kill()  # SIGKILL ends a stopped process too
+
+
+@pytest.fixture(params=["local", "redis"])
+def backend(request: pytest.FixtureRequest) -> str | None:
+    """The broadcast_url of each backend; a test taking it runs on both."""
+    if request.param == "local":
+        return None
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server.url

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import redis
 from aiohttp import ClientWebSocketResponse
-from aiohttp.test_utils import TestClient, TestServer
-from support import FIXTURES
+from aiohttp.test_utils import TestClient
+from support import FIXTURES, served_replica
 
 from tranzit.limits import BROADCAST_TIMEOUT
-from tranzit.testing import project_app
 from tranzit.ws import HUB
 from tranzit.ws.backplane import BroadcastIncomplete, BroadcastUnavailable, Envelope
 from tranzit.ws.redis_backend import RedisBackend
@@ -279,9 +278,7 @@ Client = TestClient[Any, Any]
 
 
 async def chat_replica(stack: AsyncExitStack, url: str) -> Client:
-    app = project_app(CHAT, broadcast_url=url)
-    client: Client = await stack.enter_async_context(TestClient(TestServer(app, host="127.0.0.1")))
-    await asyncio.wait_for(app[HUB].backend.ready.wait(), timeout=5)  # type: ignore[attr-defined]
+    client: Client = await served_replica(stack, CHAT, url)
     return client
 
 

@@ -15,12 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
-from aiohttp.test_utils import TestClient, TestServer
-from support import write_project
+from aiohttp.test_utils import TestClient
+from support import served_replica, write_project
 
-from tranzit.testing import project_app
 from tranzit.ws import HUB
-from tranzit.ws.redis_backend import RedisBackend
 
 if TYPE_CHECKING:
     from conftest import RedisServer, WaitUntil
@@ -69,20 +67,8 @@ def project(tmp_path: Path) -> Path:
     )
 
 
-@pytest.fixture(params=["local", "redis"])
-def backend(request: pytest.FixtureRequest) -> str | None:
-    if request.param == "local":
-        return None
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url
-
-
 async def replica(stack: AsyncExitStack, project: Path, url: str | None, **settings: Any) -> Client:
-    app = project_app(project, broadcast_url=url, **settings)
-    client: Client = await stack.enter_async_context(TestClient(TestServer(app, host="127.0.0.1")))
-    backend = app[HUB].backend
-    if isinstance(backend, RedisBackend):
-        await asyncio.wait_for(backend.ready.wait(), timeout=5)
+    client: Client = await served_replica(stack, project, url, **settings)
     return client
 
 
@@ -162,6 +148,17 @@ class V2:
         return [f["data"] for f in self.frames if f["tz"] == "msg" and f["group"] == group]
 
 
+async def saw_one_and_left(client: Client) -> dict[str, str]:
+    """A member of "room" that heard one message ("seen") and went away: where it was."""
+    member = await V2.connect(client)
+    await member.call("join", "room")
+    await member.call("say", "room", "seen")
+    await member.heard("room", "seen")
+    seen = member.position("room")
+    await member.ws.close()
+    return seen
+
+
 def is_frame(kind: str, **fields: Any) -> Any:
     return lambda m: (
         isinstance(m, dict) and m["tz"] == kind and all(m.get(k) == v for k, v in fields.items())
@@ -234,12 +231,7 @@ async def test_outside_the_window_is_a_gap_never_a_partial_replay(
     settings = {"ws_history_size": 5} if bound == "size" else {"ws_history_age": 0.3}
     async with AsyncExitStack() as stack:
         client = await replica(stack, project, backend, **settings)
-        member = await V2.connect(client)
-        await member.call("join", "room")
-        await member.call("say", "room", "seen")
-        await member.heard("room", "seen")
-        seen = member.position("room")
-        await member.ws.close()
+        seen = await saw_one_and_left(client)
         speaker = await V2.connect(client)
         if bound == "size":
             for i in range(12):  # more than the 5 kept (Redis trims in whole nodes: more still)
@@ -264,12 +256,7 @@ async def test_outside_the_window_is_a_gap_never_a_partial_replay(
 async def test_another_epoch_is_a_gap(project: Path, redis_server: RedisServer) -> None:
     async with AsyncExitStack() as stack:
         client = await replica(stack, project, redis_server.url)
-        member = await V2.connect(client)
-        await member.call("join", "room")
-        await member.call("say", "room", "seen")
-        await member.heard("room", "seen")
-        seen = member.position("room")
-        await member.ws.close()
+        seen = await saw_one_and_left(client)
         redis_server.kill()  # no persistence: the history and its epoch are gone
         redis_server.start()
         backend = client.app[HUB].backend  # type: ignore[index]

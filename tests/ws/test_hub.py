@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
-from support import FIXTURES
+from support import FIXTURES, served_replica
 
 from tranzit.testing import project_app
 from tranzit.ws import HUB, BroadcastUnavailable
-from tranzit.ws.redis_backend import RedisBackend
 
 if TYPE_CHECKING:
     from conftest import RedisServer, WaitUntil
@@ -22,21 +21,8 @@ CHAT = FIXTURES / "chatproject"
 Client = TestClient[Any, Any]
 
 
-@pytest.fixture(params=["local", "redis"])
-def backend(request: pytest.FixtureRequest) -> str | None:
-    """The broadcast_url of each backend; the same tests run on both."""
-    if request.param == "local":
-        return None
-    server: RedisServer = request.getfixturevalue("redis_server")
-    return server.url
-
-
 async def replica(stack: AsyncExitStack, url: str | None) -> Client:
-    app = project_app(CHAT, broadcast_url=url)
-    client: Client = await stack.enter_async_context(TestClient(TestServer(app, host="127.0.0.1")))
-    backend = app[HUB].backend
-    if isinstance(backend, RedisBackend):
-        await asyncio.wait_for(backend.ready.wait(), timeout=5)
+    client: Client = await served_replica(stack, CHAT, url)
     return client
 
 
