@@ -57,6 +57,7 @@ from .backplane import (
 from .connection import Connection, ConnectionRegistry
 from .outbound import SendBudget
 from .protocol import dumps
+from .rules import RuleError
 from .stats import Stats
 
 __all__ = [
@@ -538,8 +539,6 @@ class Hub:
     async def resume(self, conn: Connection, groups: Any) -> dict[str, bool | str]:
         """The built-in rule ``tz.resume``: re-join each group whose ticket is valid, from
         the position given, and say per group True (replayed), False (a gap) or "refused"."""
-        from .rules import RuleError
-
         if not isinstance(groups, dict) or len(groups) > RESUME_GROUPS:
             raise RuleError(
                 f"expected an object of at most {RESUME_GROUPS} groups, each "
