@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
+from support import write_project
 
 from tranzit.config import Config
 from tranzit.errors import ConfigError
@@ -28,6 +29,7 @@ from tranzit.sessions import (
     session_key,
     setup_sessions,
 )
+from tranzit.testing import project_client
 
 STRONG = "Zx0-vR8_qL2mN5pT7wY9aB1cD3eF4gH6iJ8kM0nP2rS"
 COOKIE = "AIOHTTP_SESSION"
@@ -133,3 +135,42 @@ async def test_forged_or_garbled_cookies_are_fresh_sessions_logged_once(
             assert await get(client, cookie) == (200, "visits=1"), cookie
     lines = [r.getMessage() for r in caplog.records if "cookie" in r.getMessage().lower()]
     assert len(lines) == 1, lines
+
+
+async def test_cookie_is_secure_over_https_through_a_trusted_proxy_only(tmp_path: Path) -> None:
+    """nginx terminates TLS and says so in X-Forwarded-Proto: the cookie then carries
+    Secure (a browser never sends it over plain HTTP); a direct HTTP client, or an
+    untrusted one claiming https, gets a cookie without it. Always HttpOnly, SameSite=Lax."""
+    project = write_project(
+        tmp_path / "site",
+        {
+            "counter": """
+                import aiohttp_session
+                from tranzit import web
+
+                class Visits(web.TZView):
+                    async def get(self, request):
+                        session = await aiohttp_session.get_session(request)
+                        session["n"] = session.get("n", 0) + 1
+                        return web.Response(text=str(session["n"]))
+
+                routes = {"/": Visits}
+            """
+        },
+    )
+    https = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+
+    async def cookie(client: TestClient[web.Request, web.Application], **headers: str) -> str:
+        client.session.cookie_jar.clear()
+        resp = await client.get("/", headers=headers)
+        assert resp.status == 200
+        return resp.headers["Set-Cookie"].lower()
+
+    async with project_client(project, secret_key=STRONG, trusted_proxies="127.0.0.1") as client:
+        secure = await cookie(client, **https)
+        plain = await cookie(client)
+    assert "; secure" in secure and "; secure" not in plain
+    for header in (secure, plain):
+        assert "httponly" in header and "samesite=lax" in header
+    async with project_client(project, secret_key=STRONG, trusted_proxies="10.9.9.9") as client:
+        assert "; secure" not in await cookie(client, **https)

@@ -170,7 +170,19 @@ def _cookie_storage(key: bytes) -> Any:
                 return Session(None, data=None, new=True, max_age=self.max_age)
             return Session(None, data=data, new=False, max_age=self.max_age)
 
-    return CookieStorage(fernet)
+        async def save_session(
+            self, request: web.Request, response: web.StreamResponse, session: Session
+        ) -> None:
+            await super().save_session(request, response, session)
+            # Secure whenever the client reached us over HTTPS: request.secure follows
+            # X-Forwarded-Proto from a trusted proxy (tranzit.proxy), so behind nginx's
+            # TLS it is set, and a plain-HTTP development server still gets its cookie.
+            if request.secure and self.cookie_name in response.cookies:
+                response.cookies[self.cookie_name]["secure"] = True
+
+    # SameSite=Lax: the browser leaves the cookie off cross-site POSTs and subresource
+    # requests (a CSRF defence); following a link to the site still logs the user in.
+    return CookieStorage(fernet, samesite="Lax")
 
 
 def _is_session_data(data: Any) -> bool:
