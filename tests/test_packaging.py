@@ -35,6 +35,15 @@ def rendered(path: Path) -> str:
     return re.sub(r"\{\{\s*cookiecutter\._tranzit_version\s*\}\}", VERSION, text)
 
 
+def requirements(**answers: str) -> str:
+    """The template's requirements.txt as a project with these answers gets it."""
+    from cookiecutter.environment import StrictEnvironment
+
+    context = {"_tranzit_version": VERSION, "database": "none", **answers}
+    text = (PROJECT_TEMPLATE / "requirements.txt").read_text(encoding="utf-8")
+    return StrictEnvironment().from_string(text).render(cookiecutter=context)
+
+
 def test_version_sorts_above_the_2018_releases() -> None:
     version = Version(VERSION)
     assert not version.is_prerelease and not version.is_devrelease, VERSION
@@ -46,12 +55,13 @@ def test_template_pins_this_version_and_never_the_2018_releases() -> None:
     defaults = json.loads((TEMPLATE / "cookiecutter.json").read_text(encoding="utf-8"))
     assert defaults["_tranzit_version"] == VERSION
 
-    lines = rendered(PROJECT_TEMPLATE / "requirements.txt").splitlines()
-    (pin,) = (Requirement(line) for line in lines if line.startswith("tranzit"))
-    assert pin.name == "tranzit"
-    assert pin.specifier.contains(VERSION)
-    for old in RELEASES_2018:
-        assert not pin.specifier.contains(old), f"{pin} would accept the 2018 release {old}"
+    for database, extras in (("none", set()), ("postgres", {"postgres"})):
+        lines = requirements(database=database).splitlines()
+        (pin,) = (Requirement(line) for line in lines if line.startswith("tranzit"))
+        assert (pin.name, pin.extras) == ("tranzit", extras)
+        assert pin.specifier.contains(VERSION)
+        for old in RELEASES_2018:
+            assert not pin.specifier.contains(old), f"{pin} would accept the 2018 release {old}"
 
 
 def test_image_tags_follow_the_version() -> None:
@@ -86,7 +96,7 @@ def test_runtime_image_requirements_are_the_package_s_without_the_generator() ->
     assert generator <= {r.name for r in declared}, "the generator's requirement moved"
     extras = project["optional-dependencies"]
     expected = {str(r) for r in declared if r.name not in generator} | {
-        str(Requirement(line)) for name in ("uvloop", "redis") for line in extras[name]
+        str(Requirement(line)) for name in ("uvloop", "redis", "postgres") for line in extras[name]
     }
 
     text = (REPO / "docker" / "runtime" / "requirements.txt").read_text(encoding="utf-8")

@@ -21,6 +21,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from .auth import SIGNER, Signer
 from .config import Config
+from .db import database_pool
 from .errors import AppLoadError, show_key
 from .loader import load
 from .project import Project
@@ -404,6 +405,9 @@ def _base_app(
         app.on_startup.append(_start_hub)
         app.on_cleanup.append(_close_hub)
     app[HUB] = hub
+    if config.database_url is not None:
+        # Added before setup(app) runs: its cleanup_ctx and on_startup hooks find the pool open.
+        app.cleanup_ctx.append(database_pool(config.database_url))
     check_secret(config)  # production needs a strong secret, whether or not sessions are used
     app[SIGNER] = signer = Signer(config, project)
     # Resume tickets are signed with the project's key: every replica accepts the others'.

@@ -1,4 +1,4 @@
-"""The ``tranzit`` command: ``project``, ``run``, ``serve http|ws``, ``check``.
+"""The ``tranzit`` command: ``project``, ``run``, ``serve http|ws``, ``check``, ``migrate``.
 
 The only place that turns :class:`~tranzit.errors.TranzitError` into a message
 and an exit code: 0 ok, 1 runtime failure (port in use, target exists),
@@ -114,6 +114,21 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="load the config and apps, report problems, exit")
     _project_args(check)
     check.set_defaults(func=_cmd_check)
+
+    migrate = sub.add_parser(
+        "migrate", help="apply the project's database migrations (Alembic, migrations/)"
+    )
+    _project_args(migrate)
+    migrate.add_argument(
+        "--revision",
+        metavar="REV",
+        default="head",
+        help="upgrade or downgrade to REV: a revision id, -1, +1, base (default: head)",
+    )
+    migrate.add_argument(
+        "--new", metavar="MESSAGE", help="write a new, empty revision in migrations/versions/"
+    )
+    migrate.set_defaults(func=_cmd_migrate)
 
     upgrade = sub.add_parser(
         "upgrade", help="merge the template's changes since generation into this project"
@@ -266,6 +281,32 @@ def _cmd_check(args: argparse.Namespace) -> int:
     create_apps(config, project)
     apps = ", ".join(a.name for a in project.apps) or "none"
     print(f"{config.source}: ok; apps: {apps}; websocket rules: {len(project.rules)}")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    """Migrations need the config (``database_url``), not the apps: a project whose
+    code cannot load yet may still be migrated."""
+    from .db import MIGRATIONS_DIR, location, migrate, new_revision
+    from .logs import setup_logging
+
+    root, file = locate_project(args.project, args.config)
+    config = load_config(file, required=False)
+    directory = root / MIGRATIONS_DIR
+    if args.new is not None:
+        new_revision(directory, args.new)  # Alembic prints the file it wrote
+        return 0
+    if config.database_url is None:
+        raise ConfigError(
+            str(file),
+            "database_url",
+            "not set: add database_url: postgresql://user:password@host:5432/dbname "
+            "to it, or set TRANZIT_DATABASE_URL",
+        )
+    setup_logging(config.log_level, config.log_format)  # Alembic logs what it applies
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # not what it loads
+    heads = migrate(config.database_url, directory, args.revision)
+    print(f"{location(config.database_url)}: at revision {', '.join(heads) or 'base'}")
     return 0
 
 

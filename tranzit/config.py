@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.parse
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -92,6 +93,9 @@ class Config:
     shutdown_timeout: float = 1.5
     broadcast_url: str | None = None
     broadcast_timeout: float = limits.BROADCAST_TIMEOUT
+    #: Postgres (``postgresql://user:password@host:5432/dbname``): each app's pool,
+    #: ``app[tranzit.db.DB]``, and ``tranzit migrate``.
+    database_url: str | None = field(default=None, repr=False)
     #: Cookie sessions: None ("auto") installs them when the project uses aiohttp_session.
     sessions: bool | None = None
     # Where the values came from (not a setting): the file, or None when built in code.
@@ -330,7 +334,7 @@ def _from_env(var: str, raw: str, name: str) -> Any:
     kind = _field_type(name)
     if kind == "tuple":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
-    if kind in ("str|None", "redis_url"):
+    if kind in ("str|None", "redis_url", "postgres_url"):
         return raw or None
     return raw  # _build converts and validates with the variable name as source
 
@@ -370,6 +374,7 @@ def _field_type(name: str) -> str:
         "shutdown_timeout": "seconds",
         "broadcast_url": "redis_url",
         "broadcast_timeout": "seconds",
+        "database_url": "postgres_url",
         "sessions": "auto",
     }[name]
 
@@ -434,6 +439,10 @@ def _convert(name: str, value: Any) -> Any:
         if value is None or value == "":
             return None
         return _redis_url(value, found)
+    if kind == "postgres_url":
+        if value is None or value == "":
+            return None
+        return _postgres_url(value, found)
     if kind == "str|None":
         if value is None or isinstance(value, str):
             return value or None
@@ -461,6 +470,25 @@ def _redis_url(value: Any, found: str) -> str:
         parse_url(value)  # type: ignore[no-untyped-call]
     except ValueError as exc:
         raise ValueError(f"{expected}, {found}: {show_key(str(exc), 80)}") from None
+    return value
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _postgres_url(value: Any, found: str) -> str:
+    """A Postgres URL as asyncpg reads it: its scheme, and a numeric port if any."""
+    expected = "expected a PostgreSQL URL (postgresql://user:password@host:5432/dbname)"
+    if isinstance(value, str) and "@" in value:  # never echo a password
+        found = f"found {show(value[: value.find('//') + 2] + '***' + value[value.rfind('@') :])}"
+    if not isinstance(value, str) or not value.startswith(POSTGRES_SCHEMES):
+        raise ValueError(f"{expected}, {found}")
+    try:
+        port = urllib.parse.urlsplit(value).port
+    except ValueError:  # not a number, or above 65535
+        port = 0
+    if port == 0:
+        raise ValueError(f"{expected}, {found}: the port is not a number from 1 to 65535")
     return value
 
 
