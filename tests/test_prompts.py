@@ -93,6 +93,9 @@ def test_wrong_answers_are_asked_again_with_their_reason(tmp_path: Path) -> None
     answer(child, "Python version", "2")
     answer(child, "Include the example page", "")
     answer(child, "Include a GitHub Actions workflow", "1")
+    answer(child, "Serve HTTPS from nginx", "")
+    shown = answer(child, "Database service", "2")
+    assert "1 - none" in shown and "2 - postgres" in shown
     shown = answer(child, "Container image name", "ghcr.io/me/BLOG")
     assert "(ghcr.io/your-name/blog)" in shown
     shown = answer(child, "Container image name", "ghcr.io/me/blog")
@@ -110,6 +113,8 @@ def test_wrong_answers_are_asked_again_with_their_reason(tmp_path: Path) -> None
     assert not (project / "apps" / "json").exists()
     assert "IMAGE_NAME=ghcr.io/me/blog\n" in (project / ".github" / "ci.env").read_text()
     assert "PYTHON_VERSION=3.11\n" in (project / ".github" / "ci.env").read_text()
+    assert (project / "migrations" / "versions" / "0001_chat_history.py").is_file()
+    assert "tranzit[postgres]==" in (project / "requirements.txt").read_text()
 
 
 def test_without_ci_the_image_name_is_not_asked(tmp_path: Path) -> None:
@@ -121,6 +126,8 @@ def test_without_ci_the_image_name_is_not_asked(tmp_path: Path) -> None:
     for text in ("HTTP port", "Websocket server port", "Python version", "Include the example"):
         answer(child, text, "")
     answer(child, "Include a GitHub Actions workflow", "2")
+    answer(child, "Serve HTTPS from nginx", "")
+    answer(child, "Database service", "")
     # The next output is the result, not another question.
     index = child.expect([PROMPT, pexpect.EOF])
     assert index == 1, f"asked after include_ci=no: {child.before}"
@@ -146,6 +153,8 @@ def test_skipped_question_with_a_rejected_default_is_asked(tmp_path: Path) -> No
         answer(child, text, "")
     for text in ("Python version", "Include the example", "Include a GitHub Actions workflow"):
         answer(child, text, "")
+    for text in ("Serve HTTPS from nginx", "Database service"):
+        answer(child, text, "")
     shown = answer(child, "Container image name", "ghcr.io/me/my-shop")
     assert "image_name: expected a lowercase image name without a tag" in shown
     assert "'ghcr.io/your-name/MyShop'" in shown
@@ -164,7 +173,7 @@ def test_a_taken_directory_name_is_asked_again(tmp_path: Path) -> None:
     answer(child, "Directory name", "")
     shown = answer(child, "Directory name", "blog2")
     assert f"{taken} already exists and is not empty; choose another name" in shown
-    for _ in range(9):
+    for _ in range(11):
         answer(child, "", "")
     rest, status = finish(child)
     assert status == 0, rest
@@ -183,6 +192,8 @@ def test_a_taken_directory_name_is_asked_again(tmp_path: Path) -> None:
         (["http_port=8000", "ws_port=8000"], "tranzit: ws_port: expected a port different from"),
         (["image_name=Me/App"], "tranzit: image_name: expected a lowercase image name"),
         (["include_ci=maybe"], "tranzit: include_ci: expected one of yes, no, found 'maybe'"),
+        (["https=on"], "tranzit: https: expected one of yes, no, found 'on'"),
+        (["database=mysql"], "tranzit: database: expected one of none, postgres, found 'mysql'"),
     ],
 )
 def test_bad_command_line_value_is_refused_before_any_prompt(
@@ -222,6 +233,12 @@ def test_the_hook_is_the_validator_tranzit_uses() -> None:
     assert checks.option_problem("ws_port", "3000", {"http_port": "8000"}) is None
     assert not checks.applies("image_name", {"include_ci": "no"})
     assert checks.applies("image_name", {"include_ci": "yes"})
+    assert checks.value_problem("https", "no") is None
+    assert checks.value_problem("https", "1") == "https: expected 'yes' or 'no', found '1'"
+    assert checks.value_problem("database", "postgres") is None
+    assert checks.value_problem("database", "sqlite") == (
+        "database: expected one of none, postgres, found 'sqlite'"
+    )
     hook = template_dir() / "hooks"
     assert not (hook / "__pycache__").exists()  # loading it wrote nothing into the template
 

@@ -116,7 +116,7 @@ def test_upgrade_takes_template_changes_and_keeps_user_edits(project: Path, fres
     edit(
         project / ROUTES, '    "/": IndexView,\n', '    "/": IndexView,\n    "/about": IndexView,\n'
     )
-    edit(project / "compose.yaml", '"${TRANZIT_PUBLISH_PORT:-8080}:8080"', '"8081:8080"')
+    edit(project / "compose.yaml", "      - 96mb\n", "      - 256mb\n")
     with (project / "Dockerfile").open("a") as file:
         file.write("ENV APP_GREETING=hi\n")
     commit(project, "user edits")
@@ -140,7 +140,7 @@ def test_upgrade_takes_template_changes_and_keeps_user_edits(project: Path, fres
     # The user's edits survive, merged with the template's changes.
     assert (project / ROUTES).read_text() == git(project, "show", f"HEAD:{ROUTES}")
     compose = (project / "compose.yaml").read_text()
-    assert '"8081:8080"' in compose and "stop_grace_period: 15s" in compose
+    assert "      - 256mb\n" in compose and "stop_grace_period: 15s" in compose
     dockerfile = (project / "Dockerfile").read_text()
     assert dockerfile.endswith("ENV APP_GREETING=hi\n")
     assert "RUN set -eu; \\\n" in dockerfile
@@ -316,9 +316,15 @@ def test_new_option_is_asked_at_a_terminal_and_checked(project: Path, tmp_path: 
         child.expect("http_port: expected an integer from 1 to 65535")  # the reason
         child.expect(r"\): $")
         child.sendline("8123")
+        # The options this template added since 0.9.0 are asked too; their defaults taken.
+        for option in ("Serve HTTPS from nginx", "Database service for the project"):
+            child.expect(option)
+            child.expect(r"\): $")
+            child.sendline("")
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
     assert child.exitstatus == 0, child.before
-    assert json.loads((project / RECORD).read_text())["answers"]["http_port"] == "8123"
+    answers = json.loads((project / RECORD).read_text())["answers"]
+    assert (answers["http_port"], answers["https"], answers["database"]) == ("8123", "yes", "none")
     assert "http_port: 8123" in (project / "server.yml").read_text()

@@ -13,6 +13,7 @@ from pathlib import Path
 FIRST_APP = "{{ cookiecutter.first_app }}"
 INCLUDE_EXAMPLE = "{{ cookiecutter.include_example }}" == "yes"
 INCLUDE_CI = "{{ cookiecutter.include_ci }}" == "yes"
+DATABASE = "{{ cookiecutter.database }}"
 
 # The websocket rules of the example, its page script and their tests.
 EXAMPLE_ONLY = [
@@ -21,15 +22,23 @@ EXAMPLE_ONLY = [
     Path("tests", "test_rules.py"),
     Path("tests", "test_login.py"),
 ]
+# The example chat's table: without the example, migrations/versions/ starts empty.
+CHAT_MIGRATION = Path("migrations", "versions", "0001_chat_history.py")
 
 
 def write_env() -> None:
-    """Write a ready .env (git- and docker-ignored) with its own secret."""
+    """Write a ready .env (git- and docker-ignored) with its own secrets.
+
+    The database password goes into TRANZIT_DATABASE_URL as it is, so it is
+    URL-safe; .env.example has its line only with ``database=postgres``.
+    """
     env = Path(".env")
     if not env.exists():
         text = Path(".env.example").read_text(encoding="utf-8")
         secret = secrets.token_urlsafe(48)
-        env.write_text(text.replace("TRANZIT_SECRET_KEY=\n", f"TRANZIT_SECRET_KEY={secret}\n"))
+        text = text.replace("TRANZIT_SECRET_KEY=\n", f"TRANZIT_SECRET_KEY={secret}\n")
+        password = secrets.token_urlsafe(32)
+        env.write_text(text.replace("POSTGRES_PASSWORD=\n", f"POSTGRES_PASSWORD={password}\n"))
 
 
 # Set by cookiecutter for this run (paths of a temporary checkout), not answers.
@@ -58,3 +67,7 @@ if __name__ == "__main__":
             path.unlink()
     if not INCLUDE_CI:
         shutil.rmtree(".github")
+    if DATABASE == "none":
+        shutil.rmtree("migrations")
+    elif not INCLUDE_EXAMPLE:
+        CHAT_MIGRATION.unlink()

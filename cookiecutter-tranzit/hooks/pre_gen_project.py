@@ -27,6 +27,9 @@ STDLIB_NAMES = frozenset(getattr(sys, "stdlib_module_names", ()))
 # One path component of an image name, as the OCI distribution spec allows it.
 IMAGE_COMPONENT = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 REGISTRY_HOST = re.compile(r"(?:localhost|[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}|[a-zA-Z0-9.-]+:[0-9]+)")
+# The options answered "yes" or "no"; the database services compose.yaml knows.
+YES_NO = ("include_example", "include_ci", "https")
+DATABASES = ("none", "postgres")
 
 
 def name_problem(key: str, value: str) -> str | None:
@@ -72,8 +75,10 @@ def value_problem(key: str, value: str) -> str | None:
     if key == "python_version" and value not in PYTHON_VERSIONS:
         expected = ", ".join(PYTHON_VERSIONS)
         return f"python_version: expected one of {expected}, found {value!r}"
-    if key in ("include_example", "include_ci") and value not in ("yes", "no"):
+    if key in YES_NO and value not in ("yes", "no"):
         return f"{key}: expected 'yes' or 'no', found {value!r}"
+    if key == "database" and value not in DATABASES:
+        return f"database: expected one of {', '.join(DATABASES)}, found {value!r}"
     if key == "image_name":
         return image_problem(value)
     return None

@@ -1,5 +1,9 @@
 """Fixtures for this project's tests: a real server on 127.0.0.1, one per test."""
 
+{% if cookiecutter.database == "postgres" -%}
+import contextlib
+import os
+{% endif -%}
 {% if cookiecutter.include_example == "yes" -%}
 from collections.abc import AsyncIterator, Awaitable, Callable
 {%- else -%}
@@ -12,7 +16,7 @@ import aiohttp
 {% endif -%}
 import pytest
 from aiohttp.test_utils import TestClient
-from tranzit.testing import project_client
+from tranzit.testing import {% if cookiecutter.database == "postgres" %}DatabaseUnavailable, database, {% endif %}project_client
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -29,13 +33,41 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "filterwarnings", "ignore:It is recommended to use web.RequestKey:UserWarning"
     )
+{%- if cookiecutter.database == "postgres" %}
 
 
 @pytest.fixture
+async def database_url() -> AsyncIterator[str]:
+    """A new database for one test, with migrations/ applied; dropped after it.
+
+    ``tranzit.testing.database`` makes it on TRANZIT_TEST_DATABASE_URL, or on a
+    Postgres of its own, started from the local server binaries (initdb, pg_ctl).
+    With neither, the test is skipped, saying why; in CI (``CI=true``) it fails.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            url = await stack.enter_async_context(database(PROJECT_DIR))
+        except DatabaseUnavailable as exc:
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                pytest.fail(str(exc))
+            pytest.skip(str(exc))
+        yield url
+{%- endif %}
+
+
+@pytest.fixture
+{%- if cookiecutter.database == "postgres" %}
+async def client(database_url: str) -> AsyncIterator[TestClient]:
+    """An aiohttp test client for the project, as ``tranzit run`` would serve it,
+    on a database of its own."""
+    async with project_client(PROJECT_DIR, database_url=database_url) as client:
+        yield client
+{%- else %}
 async def client() -> AsyncIterator[TestClient]:
     """An aiohttp test client for the project, as ``tranzit run`` would serve it."""
     async with project_client(PROJECT_DIR) as client:
         yield client
+{%- endif %}
 {%- if cookiecutter.include_example == "yes" %}
 
 

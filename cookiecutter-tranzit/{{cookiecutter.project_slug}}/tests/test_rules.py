@@ -2,7 +2,9 @@
 
 import json
 import re
-
+{% if cookiecutter.database == "postgres" %}
+import asyncpg
+{%- endif %}
 import pytest
 
 
@@ -126,3 +128,43 @@ async def test_leaving_and_closing_end_the_membership(joined):
     assert await bob.receive_str(timeout=5) == "echo|done"
     await alice.close()
     await bob.close()
+{%- if cookiecutter.database == "postgres" %}
+
+
+async def test_a_new_member_gets_the_room_history_first(joined, connect):
+    alice = await joined("alice")
+    said = ["one", "two, with a comma", "three"]
+    for n, text in enumerate(said):
+        await alice.send_str(json.dumps({"rule": "say", "args": ["lobby", text], "id": n}))
+        assert await alice.receive_str(timeout=5) == f"chat|lobby,alice,{text}"
+        await alice.receive_str(timeout=5)  # the call's result: the message is stored
+
+    bob = await connect("bob")
+    await bob.send_str("join|lobby")
+    got = [await bob.receive_str(timeout=5) for _ in said]
+    assert got == [f"history|lobby,alice,{text}" for text in said]
+    # Then, as for every member, the notice and the reply; the history came before them.
+    assert await bob.receive_str(timeout=5) == "chat|lobby,*,bob joined"
+    assert (await bob.receive_str(timeout=5)).startswith("join|lobby,")
+    # Another room has a history of its own: none (joined() checks the notice comes first).
+    carol = await joined("carol", room="elsewhere")
+    for ws in (alice, bob, carol):
+        await ws.close()
+
+
+async def test_a_database_error_is_an_error_reply(joined, database_url):
+    alice = await joined("alice")
+    # As if the migrations had not been applied: the table is not there.
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute("DROP TABLE chat_message")
+    finally:
+        await connection.close()
+    await alice.send_str("say|lobby,hello")
+    reply = await alice.receive_str(timeout=5)
+    assert reply == "error|db_unavailable,say,the chat is unavailable, try again later"
+    # Not sent to the room either: the room gets only what the database kept.
+    await alice.send_str("echo|nothing else")
+    assert await alice.receive_str(timeout=5) == "echo|nothing else"
+    await alice.close()
+{%- endif %}

@@ -27,13 +27,15 @@
     }
   }
 
-  function showChat(name, text) {
+  function showChat(name, text, kind) {
     const item = document.createElement('li');
     const who = document.createElement('b');
     who.textContent = name === '*' ? '' : name + ': ';
     item.append(who, text);
     if (name === '*') {
       item.className = 'notice';
+    } else if (kind) {
+      item.className = kind;
     }
     chatLog.append(item);
     while (chatLog.children.length > LOG_LIMIT) {
@@ -43,6 +45,8 @@
 
   // No URL: tz.js connects to ws(s)://<this page's host>/ws and reconnects by itself.
   const tz = new TZ();
+  // Set on each (re)connect: the room's history, if the server sends one, replaces the log.
+  let replaceLog = false;
 
   tz.on('open', () => {
     status.textContent = 'connected';
@@ -50,6 +54,7 @@
     // The server cancels a client's rules and forgets its rooms when it disconnects:
     // start the clock and join the room again on every (re)connect.
     tz.send('clock', []);
+    replaceLog = true;
     tz.call('join', ROOM).then(
       (reply) => {
         // "<room>,<connection id>,<server host name>"
@@ -75,6 +80,16 @@
   // Pushed to every member of the room: "chat|<room>,<name>,<text>" ("*": a notice).
   tz.on('chat', (room, name, ...text) => showChat(name, text.join(',')));
   tz.on('chat_warning', (text) => showChat('*', text));
+  // A server that keeps the chat (database=postgres) sends the room's latest messages
+  // before the join notice, oldest first: "history|<room>,<name>,<text>". After a
+  // reconnect they take the place of what the log showed, missed messages included.
+  tz.on('history', (room, name, ...text) => {
+    if (replaceLog) {
+      chatLog.replaceChildren();
+      replaceLog = false;
+    }
+    showChat(name, text.join(','), 'history');
+  });
 
   form.addEventListener('submit', (event) => {
     event.preventDefault();
