@@ -332,8 +332,15 @@ def render_nginx(tmp: Path, port: int, tls_port: int, upstream: str) -> Path:
     assert text.count(names) == 1  # the project's server block
     tls = f"listen 127.0.0.1:{tls_port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};"
     text = text.replace(names, f"{names}\n        {tls}")
-    # Every placeholder the entrypoint fills (an unknown one is a KeyError here).
-    text = re.sub(r"\$\{TRANZIT_NGINX_(\w+)\}", lambda m: values[m.group(1)], text)
+
+    def fill(template: str) -> str:
+        """Every placeholder the entrypoint fills (an unknown one is a KeyError here)."""
+        return re.sub(r"\$\{TRANZIT_NGINX_(\w+)\}", lambda m: values[m.group(1)], template)
+
+    text = fill(text)
+    # The parts the entrypoint puts beside nginx.conf: plain HTTP's (TLS is added above).
+    for part in (NGINX_DIR / "off").glob("*.conf.template"):
+        (tmp / part.name.removesuffix(".template")).write_text(fill(part.read_text()))
     text = text.replace("/etc/tranzit-nginx/", f"{NGINX_DIR}/").replace("/tmp/nginx", str(tmp))
     if os.geteuid() == 0:  # workers would drop to "nobody", who cannot enter pytest's tmp
         text = "user root;\n" + text
