@@ -4,7 +4,7 @@
 #   scripts/docker-env.sh          check/prepare, report each step on stderr
 #   scripts/docker-env.sh --env    the same, then print `export ...` lines for eval:
 #                                    COMPOSE, PYTHON_IMAGE, BUILD_IMAGE, NGINX_IMAGE,
-#                                    PIP_OFFLINE, REDIS_IMAGE
+#                                    PIP_OFFLINE, REDIS_IMAGE, POSTGRES_IMAGE, CERTBOT_IMAGE
 #
 # Steps:
 #   1. a Docker engine: use the running one; else, as root on Debian/Ubuntu,
@@ -13,13 +13,15 @@
 #   3. base images: the official python/nginx images when present or pullable;
 #      otherwise (TRANZIT_OFFLINE_BASE=1, or Docker Hub unreachable) local
 #      stand-ins built with mmdebstrap from Debian's packages (python, python
-#      with binutils for the runtime's build stage, nginx, and redis for the
-#      compose profile "scale"), and a wheelhouse in docker/runtime/wheels so
-#      the runtime build needs no PyPI.
+#      with binutils for the runtime's build stage, nginx with openssl, redis for
+#      the compose profile "scale", postgres for projects with a database, and
+#      certbot for the profile "letsencrypt"), and a wheelhouse in
+#      docker/runtime/wheels so the runtime build needs no PyPI.
 #
 # Environment: TRANZIT_OFFLINE_BASE=1|0 forces (or forbids) the local stand-ins;
 # TRANZIT_PYTHON_IMAGE / TRANZIT_BUILD_IMAGE / TRANZIT_NGINX_BASE_IMAGE /
-# TRANZIT_REDIS_IMAGE name other official images.
+# TRANZIT_REDIS_IMAGE / TRANZIT_POSTGRES_IMAGE / TRANZIT_CERTBOT_IMAGE name other
+# official images.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,10 +30,14 @@ OFFICIAL_PYTHON="${TRANZIT_PYTHON_IMAGE:-python:3.12-slim-bookworm}"
 OFFICIAL_BUILD="${TRANZIT_BUILD_IMAGE:-${OFFICIAL_PYTHON/-slim/}}"
 OFFICIAL_NGINX="${TRANZIT_NGINX_BASE_IMAGE:-nginx:1.27-alpine}"
 OFFICIAL_REDIS="${TRANZIT_REDIS_IMAGE:-redis:7-alpine}"
+OFFICIAL_POSTGRES="${TRANZIT_POSTGRES_IMAGE:-postgres:17-bookworm}"
+OFFICIAL_CERTBOT="${TRANZIT_CERTBOT_IMAGE:-certbot/certbot:v3.0.1}"
 LOCAL_PYTHON="local/python:bookworm"
 LOCAL_BUILD="local/python-build:bookworm"
 LOCAL_NGINX="local/nginx:bookworm"
 LOCAL_REDIS="local/redis:bookworm"
+LOCAL_POSTGRES="local/postgres:bookworm"
+LOCAL_CERTBOT="local/certbot:bookworm"
 WHEELS="$ROOT/docker/runtime/wheels"
 
 say() { printf 'docker-env: %s\n' "$*" >&2; }
@@ -108,11 +114,16 @@ except Exception:
 PY
 }
 
-# A stand-in is labelled with its package list and rebuilt when that list changes.
+# A stand-in is labelled with its package list (and the hash of the files copied
+# into it) and rebuilt when that changes. MMDEBSTRAP_ARGS: more mmdebstrap options.
+# STANDIN_TAG: more words for the label (the hash of those files).
+MMDEBSTRAP_ARGS=()
+STANDIN_TAG=""
 build_local_base() {
-    local image="$1" include="$2" extra=("${@:3}") built
+    local image="$1" include="$2" extra=("${@:3}") built label
+    label="$include${STANDIN_TAG:+ $STANDIN_TAG}"
     built="$(docker image inspect -f '{{index .Config.Labels "tranzit.include"}}' "$image" 2>/dev/null || true)"
-    if [ "$built" = "$include" ]; then
+    if [ "$built" = "$label" ]; then
         say "base image: $image present"
         return
     fi
@@ -121,8 +132,8 @@ build_local_base() {
         apt_install mmdebstrap
     }
     say "base image: building $image from Debian packages ($include) with mmdebstrap (~30 s)"
-    mmdebstrap --quiet --variant=minbase --include="$include" bookworm - |
-        docker import -c "LABEL tranzit.include=$include" "${extra[@]}" - "$image" >/dev/null ||
+    mmdebstrap --quiet --variant=minbase --include="$include" "${MMDEBSTRAP_ARGS[@]}" bookworm - |
+        docker import -c "LABEL tranzit.include=\"$label\"" "${extra[@]}" - "$image" >/dev/null ||
         die "building $image failed" "run: mmdebstrap --variant=minbase --include=$include bookworm - | docker import - $image"
 }
 
@@ -160,20 +171,39 @@ choose_bases() {
         # pip, as the official python images have it (projects install extras with it).
         build_local_base "$LOCAL_PYTHON" "python3,python3-venv,python3-pip,ca-certificates"
         build_local_base "$LOCAL_BUILD" "python3,python3-venv,ca-certificates,binutils"
-        build_local_base "$LOCAL_NGINX" "nginx-light,ca-certificates" \
+        # openssl: tranzit's nginx image makes its self-signed certificate with it.
+        build_local_base "$LOCAL_NGINX" "nginx-light,openssl,ca-certificates" \
             -c 'CMD ["nginx","-g","daemon off;"]'
         # Stands in for redis:7-alpine: no persistence, reachable from the other
         # containers (compose.yaml passes the same flags; this is the default).
         build_local_base "$LOCAL_REDIS" "redis-server,ca-certificates" \
             -c 'CMD ["redis-server","--bind","0.0.0.0","--protected-mode","no","--save","","--appendonly","no"]' \
             -c 'EXPOSE 6379'
+        # Stands in for postgres:17-bookworm (Debian's 15): an entrypoint with the
+        # official image's POSTGRES_USER/PASSWORD/DB and PGDATA (scripts/standin/).
+        local pg_entry="$ROOT/scripts/standin/postgres-entrypoint.sh"
+        STANDIN_TAG="entrypoint-$(cksum <"$pg_entry" | cut -d' ' -f1)"
+        MMDEBSTRAP_ARGS=(
+            --customize-hook="copy-in $pg_entry /usr/local/bin"
+            --customize-hook='chroot "$1" sh -c "rm -rf /var/lib/postgresql/15 /etc/postgresql/15; install -d -o postgres -g postgres -m 0700 /var/lib/postgresql/data; install -d -o postgres -g postgres -m 3777 /var/run/postgresql"'
+        )
+        build_local_base "$LOCAL_POSTGRES" "postgresql-15,ca-certificates" \
+            -c 'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            -c 'ENV PGDATA=/var/lib/postgresql/data' \
+            -c 'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint.sh"]' \
+            -c 'CMD ["postgres"]' -c 'EXPOSE 5432'
+        MMDEBSTRAP_ARGS=() STANDIN_TAG=""
+        # Stands in for certbot/certbot (Debian's certbot 2.1).
+        build_local_base "$LOCAL_CERTBOT" "certbot,ca-certificates" -c 'ENTRYPOINT ["certbot"]'
         PYTHON_IMAGE="$LOCAL_PYTHON" BUILD_IMAGE="$LOCAL_BUILD" NGINX_IMAGE="$LOCAL_NGINX"
-        REDIS_IMAGE="$LOCAL_REDIS" PIP_OFFLINE=1
+        REDIS_IMAGE="$LOCAL_REDIS" POSTGRES_IMAGE="$LOCAL_POSTGRES" CERTBOT_IMAGE="$LOCAL_CERTBOT"
+        PIP_OFFLINE=1
         build_wheelhouse
     else
         say "base images: official $OFFICIAL_PYTHON, $OFFICIAL_BUILD, $OFFICIAL_NGINX and $OFFICIAL_REDIS (pulled when missing)"
         PYTHON_IMAGE="$OFFICIAL_PYTHON" BUILD_IMAGE="$OFFICIAL_BUILD" NGINX_IMAGE="$OFFICIAL_NGINX"
-        REDIS_IMAGE="$OFFICIAL_REDIS" PIP_OFFLINE=0
+        REDIS_IMAGE="$OFFICIAL_REDIS" POSTGRES_IMAGE="$OFFICIAL_POSTGRES"
+        CERTBOT_IMAGE="$OFFICIAL_CERTBOT" PIP_OFFLINE=0
     fi
 }
 
@@ -182,8 +212,9 @@ main() {
     ensure_compose
     choose_bases
     if [ "${1:-}" = "--env" ]; then
-        printf 'export COMPOSE=%q PYTHON_IMAGE=%q BUILD_IMAGE=%q NGINX_IMAGE=%q PIP_OFFLINE=%q REDIS_IMAGE=%q\n' \
-            "$COMPOSE" "$PYTHON_IMAGE" "$BUILD_IMAGE" "$NGINX_IMAGE" "$PIP_OFFLINE" "$REDIS_IMAGE"
+        printf 'export COMPOSE=%q PYTHON_IMAGE=%q BUILD_IMAGE=%q NGINX_IMAGE=%q PIP_OFFLINE=%q REDIS_IMAGE=%q POSTGRES_IMAGE=%q CERTBOT_IMAGE=%q\n' \
+            "$COMPOSE" "$PYTHON_IMAGE" "$BUILD_IMAGE" "$NGINX_IMAGE" "$PIP_OFFLINE" "$REDIS_IMAGE" \
+            "$POSTGRES_IMAGE" "$CERTBOT_IMAGE"
     fi
 }
 

@@ -11,9 +11,12 @@
 # 3. the example project, `tranzit project --no-input`, into build/example/
 #    (its .env, with a generated secret, is kept across runs);
 # 4. tranzit's runtime and nginx images from docker/, then the project's images;
-# 5. docker compose up -d --wait, then a request through nginx.
+# 5. docker compose up -d --wait, then a request through nginx: over HTTPS
+#    (https://localhost:8443/, a self-signed certificate made on first start)
+#    unless the project's .env says TRANZIT_TLS=off (then http://localhost:8080/).
 #
-# Environment: TRANZIT_PUBLISH_PORT (default 8080), TRANZIT_OFFLINE_BASE=1|0,
+# Environment: TRANZIT_PUBLISH_PORT (default 8080), TRANZIT_PUBLISH_HTTPS_PORT
+# (default 8443), TRANZIT_TLS (default: the project's .env), TRANZIT_OFFLINE_BASE=1|0,
 # TRANZIT_VENV, TRANZIT_BUILD_DIR (default build/; the project goes in its example/).
 set -euo pipefail
 
@@ -48,7 +51,7 @@ export PATH="$VENV/bin:$PATH"
 step "Docker engine, compose and base images"
 env_lines="$("$ROOT/scripts/docker-env.sh" --env)" || die "the Docker environment is not ready" "see the messages above"
 eval "$env_lines"
-export PYTHON_IMAGE BUILD_IMAGE NGINX_IMAGE PIP_OFFLINE REDIS_IMAGE
+export PYTHON_IMAGE BUILD_IMAGE NGINX_IMAGE PIP_OFFLINE REDIS_IMAGE POSTGRES_IMAGE CERTBOT_IMAGE
 read -r -a compose <<<"$COMPOSE"
 
 version="$(python -c 'import tranzit; print(tranzit.__version__)')"
@@ -73,17 +76,24 @@ else
 fi
 export TRANZIT_EXAMPLE_DIR="$project_dir"
 
-publish="${TRANZIT_PUBLISH_PORT:-$(sed -n 's/^TRANZIT_PUBLISH_PORT=//p' "$project_dir/.env")}"
-publish="${publish:-8080}"
-export TRANZIT_PUBLISH_PORT="$publish"
-port="${publish##*:}"
+# A setting: the shell's value, else the project's .env, else the default.
+setting() {
+    local value="${!1:-}"
+    [ -n "$value" ] || value="$(sed -n "s/^$1=//p" "$project_dir/.env" | tail -n 1)"
+    printf '%s' "${value:-$2}"
+}
+tls="$(setting TRANZIT_TLS self-signed)"
+export TRANZIT_PUBLISH_PORT="$(setting TRANZIT_PUBLISH_PORT 8080)"
+export TRANZIT_PUBLISH_HTTPS_PORT="$(setting TRANZIT_PUBLISH_HTTPS_PORT 8443)"
 if ! "${compose[@]}" ps -q nginx 2>/dev/null | grep -q .; then
-    python3 - "$port" <<'PY' || die "port $port is in use" "set another one: TRANZIT_PUBLISH_PORT=8081 scripts/up.sh"
+    for publish in "$TRANZIT_PUBLISH_PORT" "$TRANZIT_PUBLISH_HTTPS_PORT"; do
+        python3 - "${publish##*:}" <<'PY' || die "port ${publish##*:} is in use" "set another one: TRANZIT_PUBLISH_PORT=8081 TRANZIT_PUBLISH_HTTPS_PORT=8444 scripts/up.sh"
 import socket, sys
 with socket.socket() as s:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", int(sys.argv[1])))
 PY
+    done
 fi
 
 step "Building tranzit's images: $TRANZIT_RUNTIME_IMAGE and $TRANZIT_NGINX_IMAGE (base: $PYTHON_IMAGE, $NGINX_IMAGE)"
@@ -98,10 +108,17 @@ if ! "${compose[@]}" up -d --wait --wait-timeout 180 --pull never --remove-orpha
     die "the stack did not become healthy" "logs above; inspect with: docker compose ps / docker compose logs"
 fi
 
-url="http://localhost:$port/"
+if [ "$tls" = off ]; then
+    url="http://localhost:${TRANZIT_PUBLISH_PORT##*:}/"
+else
+    url="https://localhost:${TRANZIT_PUBLISH_HTTPS_PORT##*:}/"
+fi
+# Over HTTPS with the stack's own certificate (self-signed on first start: not
+# verified here, your browser asks you to accept it once).
 python3 - "$url" <<'PY' || die "the stack is up but $url does not answer 200" "run: docker compose logs nginx web"
-import sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
+import ssl, sys, urllib.request
+context = ssl._create_unverified_context()
+with urllib.request.urlopen(sys.argv[1], timeout=10, context=context) as r:
     sys.exit(0 if r.status == 200 else 1)
 PY
 step "The example stack is up: $url"

@@ -10,7 +10,7 @@ import sys
 import textwrap
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,12 +38,18 @@ CHROMIUM_ARGS = [
 
 
 @contextmanager
-def browser_page(timeout_ms: int = 10_000) -> Iterator[tuple[Any, list[str]]]:
-    """A headless Chromium page (Playwright) and the list its uncaught script errors go to."""
+def browser_page(
+    timeout_ms: int = 10_000, args: Sequence[str] = ()
+) -> Iterator[tuple[Any, list[str]]]:
+    """A headless Chromium page (Playwright) and the list its uncaught script errors go to.
+
+    ``args``: more Chromium switches (``--ignore-certificate-errors-spki-list=...``
+    trusts one self-signed certificate, and only that one).
+    """
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *args])
         try:
             page = browser.new_page()
             page.set_default_timeout(timeout_ms)

@@ -96,7 +96,13 @@ def docker_env() -> DockerEnv:
     tag = uuid.uuid4().hex[:8]
     runtime_image = f"tranzit-test/runtime:{tag}"
     nginx_image = f"tranzit-test/nginx:{tag}"
-    build_env = {**env, "TRANZIT_RUNTIME_IMAGE": runtime_image, "TRANZIT_NGINX_IMAGE": nginx_image}
+    build_env = {
+        **env,
+        "TRANZIT_RUNTIME_IMAGE": runtime_image,
+        "TRANZIT_NGINX_IMAGE": nginx_image,
+        # Plain HTTP unless a test asks for HTTPS (tests/docker/test_tls.py does).
+        "TRANZIT_TLS": "off",
+    }
     return DockerEnv(compose, build_env, runtime_image, nginx_image)
 
 

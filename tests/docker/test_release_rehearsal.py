@@ -305,6 +305,8 @@ def test_a_user_installs_generates_tests_and_runs_the_stack(
         "TRANZIT_NGINX_IMAGE": published.nginx_image,
         "IMAGE_NAME": f"tranzit-test/{name}",
         "TRANZIT_PUBLISH_PORT": f"127.0.0.1:{port}",
+        "TRANZIT_PUBLISH_HTTPS_PORT": f"127.0.0.1:{free_port()}",
+        "TRANZIT_TLS": "off",
     }
     compose = [*docker_env.compose, "-p", name]
     started = time.monotonic()

@@ -66,6 +66,7 @@ def scaled(built_project: BuiltProject) -> Iterator[Stack]:
         "COMPOSE_PROFILES": "scale",
         "TRANZIT_BROADCAST_URL": "redis://redis:6379/0",
         "TRANZIT_PUBLISH_PORT": f"127.0.0.1:{port}",
+        "TRANZIT_PUBLISH_HTTPS_PORT": f"127.0.0.1:{free_port()}",
     }
     stack = Stack(
         built_project.root, f"{built_project.name}c", built_project.compose_cmd, env, port

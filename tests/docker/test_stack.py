@@ -86,6 +86,7 @@ def stack(tranzit_images: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -
         "IMAGE_TAG": "t",
         "TRANZIT_SECRET_KEY": secrets.token_urlsafe(32),
         "TRANZIT_PUBLISH_PORT": f"127.0.0.1:{port}",
+        "TRANZIT_PUBLISH_HTTPS_PORT": f"127.0.0.1:{free_port()}",
         # The scale test tells the web containers apart by their access logs.
         "GUNICORN_ACCESS_LOG": "1",
         "WEB_CONCURRENCY": "1",

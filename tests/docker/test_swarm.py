@@ -176,6 +176,7 @@ def deployed(swarm: None, built_project: BuiltProject) -> Iterator[tuple[str, in
         "TRANZIT_BROADCAST_URL": "redis://redis:6379/0",
         # Swarm publishes on every address of the host (host mode: no host IP).
         "TRANZIT_PUBLISH_PORT": str(port),
+        "TRANZIT_PUBLISH_HTTPS_PORT": str(free_port()),
         "TRANZIT_WS_REPLICAS": "1",
     }
     root: Path = built_project.root

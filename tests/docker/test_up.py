@@ -8,8 +8,10 @@ stack, and print its URL.
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -56,6 +58,7 @@ def up_env(docker_env: DockerEnv, tmp_path: Path, bare_path: str) -> Iterator[di
         TRANZIT_VENV=str(tmp_path / "venv"),
         TRANZIT_BUILD_DIR=str(tmp_path / "build"),
         TRANZIT_PUBLISH_PORT=f"127.0.0.1:{free_port()}",
+        TRANZIT_PUBLISH_HTTPS_PORT=f"127.0.0.1:{free_port()}",
         COMPOSE_PROJECT_NAME=name,
         # Test tags, so the images a developer built stay as they are.
         TRANZIT_RUNTIME_IMAGE=f"tranzit-test/{name}-runtime:t",
@@ -98,12 +101,19 @@ def test_up_sh_on_a_bare_python_brings_the_stack_up(up_env: dict[str, str]) -> N
     )
     record("scripts/up.sh from a bare Python (new venv)", time.monotonic() - started)
     assert done.returncode == 0, done.stderr[-6000:]
+    # The default project serves HTTPS with its self-signed certificate; HTTP redirects.
     port = up_env["TRANZIT_PUBLISH_PORT"].rsplit(":", 1)[1]
-    url = f"http://localhost:{port}/"
+    https_port = up_env["TRANZIT_PUBLISH_HTTPS_PORT"].rsplit(":", 1)[1]
+    url = f"https://localhost:{https_port}/"
     assert done.stdout.strip().splitlines()[-1] == url
     assert (Path(up_env["TRANZIT_VENV"]) / "bin" / "tranzit").exists()
-    with urllib.request.urlopen(url, timeout=10) as response:
+    unverified = ssl._create_unverified_context()
+    with urllib.request.urlopen(url, timeout=10, context=unverified) as response:
         assert response.status == 200
         assert b"<html" in response.read().lower()
-    with urllib.request.urlopen(f"{url}static/tranzit/tz.js", timeout=10) as response:
-        assert response.headers["Server"] == "nginx"
+    with urllib.request.urlopen(f"{url}static/tranzit/tz.js", timeout=10, context=unverified) as r:
+        assert r.headers["Server"] == "nginx"
+    plain = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+    plain.request("GET", "/static/site.css", headers={"Host": "localhost"})
+    redirect = plain.getresponse()
+    assert (redirect.status, redirect.getheader("Location")) == (308, f"{url}static/site.css")
