@@ -13,7 +13,7 @@ from typing import Any
 
 from . import machine, proc, report
 from .settings import FULL, QUICK, Settings
-from .workloads import docker, http, recovery, scale, soak, ws
+from .workloads import docker, http, recovery, scale, secure, soak, ws
 
 WORKLOADS: dict[str, Callable[[Settings, Callable[[str], None]], dict[str, Any]]] = {
     "http_hello": lambda s, p: http.run(s, "hello", p),
@@ -24,9 +24,14 @@ WORKLOADS: dict[str, Callable[[Settings, Callable[[str], None]], dict[str, Any]]
     "recovery": recovery.run,
     # The Docker workloads share one stack; lifecycle ends by stopping it, so it comes last.
     "static": docker.run_static,
+    "tls": secure.run_tls,
+    "postgres": secure.run_postgres,
     "broadcast": scale.run,
     "lifecycle": docker.run_lifecycle,
 }
+#: Comparisons of whole stacks (two projects' `up`, two nginx modes): a full run and
+#: `--only` measure them; `--quick`, which checks the harness, leaves them out.
+NOT_QUICK = ("tls", "postgres")
 RESULTS = proc.ROOT / "bench" / "results"
 DOCS = proc.ROOT / "docs" / "BENCHMARKS.md"
 NOTES = proc.ROOT / "bench" / "notes.md"
@@ -123,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         settings = dataclasses.replace(settings, **changes)
         try:
-            results = run(settings, only or list(WORKLOADS), argv)
+            default = [n for n in WORKLOADS if not (args.quick and n in NOT_QUICK)]
+            results = run(settings, only or default, argv)
         except proc.BenchError as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 1

@@ -19,6 +19,8 @@ TITLES = {
     "broadcast": "Broadcast across 3 ws replicas through Redis",
     "soak": "Soak: bad clients and Redis restarts",
     "recovery": "Recovery: a replica killed, a rolling restart, idle v2 memory",
+    "tls": "nginx over HTTPS against plain HTTP (the same stack, one run)",
+    "postgres": "`compose up --wait` with and without the Postgres option",
 }
 UNITS = {"http_hello": "req/s", "http_echo": "req/s", "ws_echo": "msg/s"}
 
@@ -179,6 +181,61 @@ def _static(data: dict[str, Any]) -> list[str]:
         "nginx is the generated project's image (tranzit's config: `try_files`, dot-file guard,",
         "`Cache-Control`, no access log for /static/, gzip for text types but wrk asks for",
         f"none). The bare side is {data['bare']}. Versions: {versions}.",
+    ]
+    return lines
+
+
+def _tls(data: dict[str, Any]) -> list[str]:
+    skipped = _not_measured(data)
+    if skipped:
+        return skipped
+    lines = [
+        "| target | side | req/s (median) | runs | https/http | p50 ms | p99 ms | nginx CPU % "
+        "| wrk CPU % | at ≥ 90 % CPU |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for target, t in data["targets"].items():
+        for side, p in t["sides"].items():
+            runs = ", ".join(f"{r['rps']:,.0f}" for r in p["runs"])
+            ratio = _f(t["https_vs_http"]) + TIMES if side == "https" else ""
+            lines.append(
+                f"| {target} | {side} | {_f(p['rate'], 0)} | {runs} | {ratio} "
+                f"| {_f(p['latency_ms']['50'])} | {_f(p['latency_ms']['99'])} "
+                f"| {_f(p['cpu_percent']['server'], 0)} | {_f(p['cpu_percent']['client'], 0)} "
+                f"| {_saturation(p['cpu_percent'])} |"
+            )
+    ups = data["up_wait_seconds"]
+    lines += [
+        "",
+        f"`wrk -t1 -c{data['connections']}` on the client core against each nginx container's own",
+        "address, nginx pinned to the server core; the two stacks run the same images, one with",
+        "`TRANZIT_TLS=off`, one with `self-signed` (EC P-256, TLS 1.3 negotiated, HTTP/1.1: wrk",
+        'speaks no HTTP/2). "new connection per request" sends `Connection: close`, so each',
+        "request pays a TCP and (over HTTPS) a full TLS handshake. The page goes nginx → web",
+        f"(gunicorn, 1 worker) and is bounded by web, not nginx. {data['nginx']}.",
+        f"`up --wait`: {_f(ups['http'], 1)} s plain, {_f(ups['https'], 1)} s with HTTPS (the",
+        "certificate made on this first start).",
+    ]
+    return lines
+
+
+def _postgres(data: dict[str, Any]) -> list[str]:
+    skipped = _not_measured(data)
+    if skipped:
+        return skipped
+    lines = [
+        "| project | first `up --wait` (new volumes) s | `up --wait` after `down` s (runs) |",
+        "|---|---:|---|",
+    ]
+    for label, t in data["up_wait_seconds"].items():
+        again = ", ".join(_f(x, 1) for x in t["again"])
+        lines.append(f"| {label} | {_f(t['first'], 1)} | {again} |")
+    lines += [
+        "",
+        "The same template with `database=none` and `database=postgres`, both `TRANZIT_TLS=off`.",
+        "With Postgres, `up --wait` returns when db is healthy, `migrate` has exited 0 and",
+        "web, ws and nginx are healthy (compose starts web and ws only after `migrate`); the",
+        "first start also runs initdb into the new volume. `down` keeps the volumes.",
     ]
     return lines
 
@@ -472,6 +529,10 @@ def markdown(results: dict[str, Any], plots: dict[str, str], notes: str | None) 
         out += [f"## {TITLES['soak']}", "", *_soak(w["soak"]), ""]
     if "recovery" in w:
         out += [f"## {TITLES['recovery']}", "", *recovery_section(w["recovery"]), ""]
+    if "tls" in w:
+        out += [f"## {TITLES['tls']}", "", *_tls(w["tls"]), ""]
+    if "postgres" in w:
+        out += [f"## {TITLES['postgres']}", "", *_postgres(w["postgres"]), ""]
     if plots:
         out += ["## Plots", ""]
         out += [f"![{title}]({path})" for title, path in plots.items()]

@@ -173,7 +173,8 @@ def _lifecycle_checks(results: dict[str, Any], out: list[Check]) -> None:
     if "runtime_over_base_mb" in data:
         over = data["runtime_over_base_mb"]
         what = "runtime image over its Python base"
-        out.append(Check("lifecycle", what, over, "≤ 40 MB", over <= 40.0, " MB"))
+        # 40 MB until the Postgres packages (asyncpg, SQLAlchemy, Alembic) came in.
+        out.append(Check("lifecycle", what, over, "≤ 48 MB", over <= 48.0, " MB"))
 
 
 def _broadcast_checks(results: dict[str, Any], out: list[Check]) -> None:

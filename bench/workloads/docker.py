@@ -122,6 +122,8 @@ class Context:
     containers: list[str] = field(default_factory=list)
     shared_stack: Any = None
     started: dict[str, Any] = field(default_factory=dict)  # how the shared stack came up
+    # Images of the other projects a workload built (bench/workloads/secure.py).
+    extra_images: list[str] = field(default_factory=list)
 
     @property
     def project_images(self) -> list[str]:
@@ -134,6 +136,8 @@ class Context:
         env = {
             **self.env,
             "TRANZIT_PUBLISH_PORT": f"127.0.0.1:{port}",
+            "TRANZIT_PUBLISH_HTTPS_PORT": f"127.0.0.1:{proc.free_port()}",
+            "TRANZIT_TLS": "off",
             "ALLOWED_HOSTS": "*",
             **extra,
         }
@@ -279,7 +283,7 @@ def cleanup() -> None:
             ctx.down(stack)
     for cid in ctx.containers:
         subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
-    images = list(ctx.project_images)
+    images = [*ctx.project_images, *ctx.extra_images]
     if ctx.built_tranzit_images:
         images += [ctx.runtime_image, ctx.nginx_image]
     subprocess.run(["docker", "image", "rm", "-f", *images], capture_output=True, timeout=300)
