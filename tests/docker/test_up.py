@@ -114,6 +114,10 @@ def test_up_sh_on_a_bare_python_brings_the_stack_up(up_env: dict[str, str]) -> N
     with urllib.request.urlopen(f"{url}static/tranzit/tz.js", timeout=10, context=unverified) as r:
         assert r.headers["Server"] == "nginx"
     plain = http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
-    plain.request("GET", "/static/site.css", headers={"Host": "localhost"})
-    redirect = plain.getresponse()
+    try:
+        plain.request("GET", "/static/site.css", headers={"Host": "localhost"})
+        redirect = plain.getresponse()
+        redirect.read()
+    finally:
+        plain.close()
     assert (redirect.status, redirect.getheader("Location")) == (308, f"{url}static/site.css")
