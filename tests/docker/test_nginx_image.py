@@ -8,13 +8,20 @@ tiny aiohttp upstream on a network of its own; a real client checks what it is s
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import datetime
 import hashlib
+import http.server
 import ipaddress
+import json
+import re
 import socket
 import ssl
 import subprocess
+import threading
 import time
+import urllib.parse
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -26,6 +33,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from dockerstack import DockerEnv, run
 
@@ -355,3 +363,178 @@ async def test_off_serves_plain_http_only(start_nginx: Callable[..., Nginx]) -> 
     table = nginx.exec("cat", "/proc/net/tcp").stdout.splitlines()[1:]
     listening = {int(row.split()[1].split(":")[1], 16) for row in table if row.split()[3] == "0A"}
     assert 8080 in listening and 8443 not in listening, listening
+
+
+def docker_gateway() -> str:
+    """The host's address on the engine's default bridge, reachable from containers."""
+    out = run(["docker", "network", "inspect", "bridge", "-f", "{{json .IPAM.Config}}"], timeout=30)
+    (config,) = json.loads(out.stdout)
+    # The default bridge often states no Gateway: it is then the subnet's first address.
+    return str(config.get("Gateway") or next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+
+def ca_certificate(
+    common_name: str,
+    key: ec.EllipticCurvePrivateKey,
+    signer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+) -> x509.Certificate:
+    """A CA certificate for ``key``: self-signed, or signed by ``signer`` (name, key)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    issuer, signing_key = signer or (name, key)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return (
+        x509.CertificateBuilder(issuer, name, key.public_key(), x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(signing_key, hashes.SHA256())
+    )
+
+
+@dataclass
+class CertificateAuthority:
+    """A root and its intermediate, as a public CA has them: the intermediate signs
+    a localhost certificate and answers OCSP for it (the responder is the issuer)."""
+
+    root: x509.Certificate
+    key: ec.EllipticCurvePrivateKey  # the intermediate's
+    cert: x509.Certificate  # the intermediate
+
+    @classmethod
+    def make(cls) -> CertificateAuthority:
+        root_key, key = (
+            ec.generate_private_key(ec.SECP256R1()),
+            ec.generate_private_key(ec.SECP256R1()),
+        )
+        root = ca_certificate("tranzit test root", root_key, None)
+        return cls(root, key, ca_certificate("tranzit test CA", key, (root.subject, root_key)))
+
+    def issue(self, directory: Path, ocsp_url: str) -> x509.Certificate:
+        """fullchain.pem and privkey.pem for localhost, naming ``ocsp_url`` as responder."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        ocsp = x509.AccessDescription(
+            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+        )
+        cert = (
+            x509.CertificateBuilder(
+                self.cert.subject, name, key.public_key(), x509.random_serial_number()
+            )
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.AuthorityInformationAccess([ocsp]), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        (directory / "privkey.pem").write_bytes(pem)
+        # The certificate, then the intermediate: what a CA hands out as fullchain.
+        chain = [c.public_bytes(serialization.Encoding.PEM) for c in (cert, self.cert)]
+        (directory / "fullchain.pem").write_bytes(b"".join(chain))
+        for file in ("privkey.pem", "fullchain.pem"):
+            (directory / file).chmod(0o644)
+        return cert
+
+    def answer(self, request_der: bytes, leaf: x509.Certificate) -> bytes:
+        """A signed "good" response for ``leaf`` (``cryptography``'s OCSP builder)."""
+        request = ocsp.load_der_ocsp_request(request_der)
+        assert request.serial_number == leaf.serial_number, "asked about another certificate"
+        now = datetime.datetime.now(datetime.timezone.utc)
+        response = (
+            ocsp.OCSPResponseBuilder()
+            .add_response(
+                cert=leaf,
+                issuer=self.cert,
+                algorithm=request.hash_algorithm,
+                cert_status=ocsp.OCSPCertStatus.GOOD,
+                this_update=now - datetime.timedelta(minutes=1),
+                next_update=now + datetime.timedelta(hours=12),
+                revocation_time=None,
+                revocation_reason=None,
+            )
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, self.cert)
+            .sign(self.key, hashes.SHA256())
+        )
+        return response.public_bytes(serialization.Encoding.DER)
+
+
+@contextlib.contextmanager
+def ocsp_responder(
+    ca: CertificateAuthority, leaf: Callable[[], x509.Certificate], asked: list[str]
+) -> Iterator[str]:
+    """An OCSP responder on the docker gateway (containers reach it, nothing else); its URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # RFC 6960 A.1: base64 of the DER request in the path
+            self.reply(base64.b64decode(urllib.parse.unquote(self.path.lstrip("/"))))
+
+        def do_POST(self) -> None:
+            self.reply(self.rfile.read(int(self.headers["Content-Length"])))
+
+        def reply(self, request: bytes) -> None:
+            asked.append(self.command)
+            body = ca.answer(request, leaf())
+            self.send_response(200)
+            self.send_header("Content-Type", "application/ocsp-response")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((docker_gateway(), 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        host, port = server.server_address[:2]
+        yield f"http://{host!s}:{port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def stapled_status(port: int) -> str:
+    """The stapled response's certificate status (`openssl s_client -status`), or what
+    openssl printed instead ("OCSP response: no response sent")."""
+    proc = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+         "-status"],
+        input="", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    status = re.search(r"^\s*Cert Status: (\w+)$", proc.stdout, re.M)
+    if status:
+        return status.group(1)
+    said = re.search(r"^OCSP response: .*$", proc.stdout, re.M)
+    return said.group(0) if said else proc.stdout[-2000:]
+
+
+def test_ocsp_stapled_when_the_certificate_names_a_responder(
+    start_nginx: Callable[..., Nginx], tmp_path: Path
+) -> None:
+    """A certificate with an OCSP URL (a CA's; Let's Encrypt's have none since 2025),
+    issued by an intermediate that fullchain.pem carries: nginx asks the responder,
+    checks the answer (ssl_stapling_verify) and staples it."""
+    ca = CertificateAuthority.make()
+    certs = certs_dir(tmp_path)
+    asked: list[str] = []
+    issued: list[x509.Certificate] = []
+    with ocsp_responder(ca, lambda: issued[-1], asked) as url:
+        issued.append(ca.issue(certs, url))
+        nginx = start_nginx(
+            {"TRANZIT_NGINX_TLS": "files"},
+            f"type=bind,source={certs},target={CERTS},readonly",
+        )
+        # nginx fetches the response on the first handshakes and staples it from then on.
+        deadline = time.monotonic() + 20
+        while (status := stapled_status(nginx.https)) != "good":
+            assert time.monotonic() < deadline, f"{status}\nasked: {asked}\n{nginx.logs()}"
+            time.sleep(0.5)
+    assert asked, "nginx never asked the responder"
+    assert "OCSP" not in nginx.logs(), nginx.logs()  # no stapling errors
