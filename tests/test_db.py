@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -361,3 +362,14 @@ async def test_database_on_the_server_of_tranzit_test_database_url(
             assert await tables(url) == set()
         with pytest.raises(asyncpg.InvalidCatalogNameError):
             await asyncpg.connect(url)
+
+
+async def test_the_local_server_wants_its_password() -> None:
+    """Another user of the machine reaches 127.0.0.1 too: without the password, no entry."""
+    async with database() as url:
+        parts = urllib.parse.urlsplit(url)
+        assert parts.password, url
+        assert await tables(url) == set()
+        anyone = parts._replace(netloc=f"postgres@{parts.hostname}:{parts.port}").geturl()
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(anyone, password="")

@@ -94,7 +94,8 @@ async def database(
     The database is made on ``TRANZIT_TEST_DATABASE_URL`` when that is set, else on a
     server of this process's own: PostgreSQL's ``initdb`` and ``pg_ctl`` (from
     ``PATH``, ``/usr/lib/postgresql/*/bin`` or ``/usr/local/pgsql/bin``) start one in a
-    temporary directory on first use, on 127.0.0.1 and a free port, without fsync;
+    temporary directory on first use, on 127.0.0.1 and a free port, with a password of
+    its own and without fsync;
     it is stopped and deleted when the interpreter exits. Neither: :class:`DatabaseUnavailable`.
     """
     import asyncpg
@@ -165,7 +166,9 @@ class _LocalServer:
         self.directory = directory
         self.bin_dir = bin_dir
         self.port = port
-        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        # A password of its own: another user of this machine cannot connect to it.
+        self.password = secrets.token_urlsafe(24)
+        self.url = f"postgresql://postgres:{self.password}@127.0.0.1:{port}/postgres"
         self.user = _unprivileged_user()
 
     @classmethod
@@ -177,6 +180,7 @@ class _LocalServer:
                 "pg_ctl; Debian: apt install postgresql), or set TRANZIT_TEST_DATABASE_URL "
                 "to a server where CREATE DATABASE is allowed"
             )
+        _unprivileged_user()  # its error before a temporary directory is made
         server = cls(Path(tempfile.mkdtemp(prefix="tranzit-postgres-")), bin_dir, _free_port())
         try:
             server._start()
@@ -189,7 +193,15 @@ class _LocalServer:
         if self.user is not None:  # initdb and postgres refuse to run as root
             os.chown(self.directory, self.user.pw_uid, self.user.pw_gid)
         data = self.directory / "data"
-        self._run("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync")
+        password_file = self.directory / "password"
+        password_file.write_text(self.password + "\n", encoding="utf-8")
+        if self.user is not None:
+            os.chown(password_file, self.user.pw_uid, self.user.pw_gid)
+        self._run(
+            "initdb", "-D", str(data), "-U", "postgres", "--auth=scram-sha-256",
+            f"--pwfile={password_file}", "--no-sync",
+        )  # fmt: skip
+        password_file.unlink()
         with (data / "postgresql.conf").open("a", encoding="utf-8") as conf:
             # A throw-away server: nothing it writes needs to survive a crash.
             conf.write(

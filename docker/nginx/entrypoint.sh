@@ -209,7 +209,9 @@ install_config() {
 # certbot's symlinks) or their absence, and whether a self-signed one is due.
 certificate_state() {
     for file in "$wanted_cert" "$wanted_key"; do
-        if [ -r "$file" ]; then cksum <"$file"; else echo "no $file"; fi
+        # Never fails (set -e would end the watcher): a file replaced meanwhile
+        # reads as "unreadable" and is looked at again on the next check.
+        if [ -r "$file" ]; then cksum <"$file" 2>/dev/null || echo "unreadable $file"; else echo "no $file"; fi
     done
     if [ "$mode" = self-signed ]; then
         openssl x509 -noout -checkend "$renew_before" -in "$wanted_cert" >/dev/null 2>&1 || echo due
@@ -241,11 +243,23 @@ if [ "$mode" != off ]; then
                     ;;
             esac
             cert_dir=/etc/letsencrypt/live/$domain
+            # Its HTTP-01 challenge asks for that name: one nginx does not serve
+            # is closed unanswered, and certbot fails every time.
+            served=""
+            for host in $TRANZIT_NGINX_SERVER_NAMES; do
+                case "$host" in
+                    "$domain" | "~." | ".${domain#*.}" | ".$domain") served=1 ;;
+                esac
+            done
+            [ -n "$served" ] || [ "${1:-}" = reload ] ||
+                say "warning: $domain is not one of ALLOWED_HOSTS ($TRANZIT_NGINX_SERVER_NAMES): Let's Encrypt's challenge for it will be refused; add it"
             ;;
     esac
     wanted_cert=${TRANZIT_NGINX_TLS_CERT:-$cert_dir/fullchain.pem}
     wanted_key=${TRANZIT_NGINX_TLS_KEY:-$cert_dir/privkey.pem}
     number TLS_CHECK "$TRANZIT_NGINX_TLS_CHECK" "seconds between certificate checks"
+    [ "$TRANZIT_NGINX_TLS_CHECK" -ge 1 ] ||
+        die "TRANZIT_NGINX_TLS_CHECK: expected at least 1 second between certificate checks, found '$TRANZIT_NGINX_TLS_CHECK'"
     choose_certificate
     tls_values
     if [ "$(nginx_version)" -lt 12501 ]; then

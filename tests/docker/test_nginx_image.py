@@ -538,3 +538,38 @@ def test_ocsp_stapled_when_the_certificate_names_a_responder(
             time.sleep(0.5)
     assert asked, "nginx never asked the responder"
     assert "OCSP" not in nginx.logs(), nginx.logs()  # no stapling errors
+
+
+@pytest.mark.parametrize(
+    ("names", "warned"), [("localhost,app.test", False), (".test", False), ("localhost", True)]
+)
+def test_letsencrypt_warns_when_the_domain_is_not_served(
+    names: str, warned: bool, volume: str, start_nginx: Callable[..., Nginx]
+) -> None:
+    """The challenge for a name nginx does not serve is closed unanswered: say so at start."""
+    env = {
+        "TRANZIT_NGINX_TLS": "letsencrypt",
+        "TRANZIT_NGINX_TLS_DOMAIN": "app.test",
+        "TRANZIT_NGINX_SERVER_NAMES": names,
+    }
+    nginx = start_nginx(env, f"type=volume,source={volume},target=/var/lib/tranzit-nginx")
+    logs = nginx.logs()
+    assert "serving a self-signed one until certbot has it" in logs, logs
+    warning = "warning: app.test is not one of ALLOWED_HOSTS"
+    assert (warning in logs) is warned, logs
+
+
+def test_a_zero_certificate_check_interval_is_refused(
+    tranzit_images: DockerEnv, network: str, tmp_path: Path
+) -> None:
+    certs = certs_dir(tmp_path)
+    write_certificate(certs)
+    mount = f"type=bind,source={certs},target={CERTS},readonly"
+    env = {"TRANZIT_NGINX_TLS": "files", "TRANZIT_NGINX_TLS_CHECK": "0"}
+    args = nginx_args(tranzit_images.nginx_image, network, env, [mount])
+    proc = subprocess.run(
+        ["docker", "run", "--rm", *args], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("tranzit-nginx: TRANZIT_NGINX_TLS_CHECK: expected at least 1"), line

@@ -152,6 +152,24 @@ async def test_a_new_member_gets_the_room_history_first(joined, connect):
         await ws.close()
 
 
+async def test_a_leave_right_after_a_join_is_not_lost(joined, connect):
+    alice = await joined("alice")
+    bob = await connect("bob")
+    # Back to back: the leave waits for the join, which reads the history first.
+    await bob.send_str("join|lobby")
+    await bob.send_str("leave|lobby")
+    assert await alice.receive_str(timeout=5) == "chat|lobby,*,bob joined"
+    assert await alice.receive_str(timeout=5) == "chat|lobby,*,bob left"
+    await alice.send_str("say|lobby,is bob here?")
+    assert await alice.receive_str(timeout=5) == "chat|lobby,alice,is bob here?"
+    await bob.send_str("echo|done")
+    got = [await bob.receive_str(timeout=5) for _ in range(3)]
+    assert got[0] == "chat|lobby,*,bob joined" and got[1].startswith("join|lobby,"), got
+    assert got[2] == "echo|done", got  # and not alice's message: bob is no member
+    for ws in (alice, bob):
+        await ws.close()
+
+
 async def test_a_database_error_is_an_error_reply(joined, database_url):
     alice = await joined("alice")
     # As if the migrations had not been applied: the table is not there.

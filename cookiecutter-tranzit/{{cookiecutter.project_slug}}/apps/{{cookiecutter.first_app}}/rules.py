@@ -180,6 +180,15 @@ async def say(conn: Connection, room: str, text: str) -> None:
 async def leave(conn: Connection, room: str) -> None:
     """Leave ``room`` (closing the connection leaves every room)."""
     group = _group(room)
+{%- if cookiecutter.database == "postgres" %}
+    # In turn with join and say: a leave sent right after a join that still reads
+    # the history waits for it, instead of finding nothing to leave.
+    async with _in_turn(conn):
+        if group in conn.groups:
+            conn.leave(group)
+            await _tell(conn, group, f"chat|{room},*,{conn.user} left")
+{%- else %}
     if group in conn.groups:
         conn.leave(group)
         await _tell(conn, group, f"chat|{room},*,{conn.user} left")
+{%- endif %}
