@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 from dockerstack import DockerEnv, run
+from support import tls_session
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
 
@@ -250,7 +251,7 @@ async def test_self_signed_https_http2_hsts_and_wss(
     key = nginx.exec("stat", "-c", "%a %u", "/var/lib/tranzit-nginx/self-signed/privkey.pem")
     assert key.stdout.split() == ["600", "10101"]
 
-    async with aiohttp.ClientSession() as session:
+    async with tls_session() as session:
         plain = f"http://127.0.0.1:{nginx.http}"
         async with session.get(f"{plain}/nginx-health") as health:
             assert (health.status, await health.text()) == (200, "ok\n")
@@ -301,7 +302,7 @@ async def test_new_certificate_is_served_and_open_websockets_stay(
     )
     assert fingerprint(served_certificate(nginx.https)) == first
     async with (
-        aiohttp.ClientSession() as session,
+        tls_session() as session,
         session.ws_connect(f"wss://127.0.0.1:{nginx.https}/ws", ssl=any_certificate()) as ws,
     ):
         assert await echoes(ws, "before")
@@ -352,7 +353,7 @@ def test_files_mode_refuses_to_start_without_a_usable_key(
 
 async def test_off_serves_plain_http_only(start_nginx: Callable[..., Nginx]) -> None:
     nginx = start_nginx({"TRANZIT_NGINX_SERVER_NAMES": NAMES})  # the image's default: off
-    async with aiohttp.ClientSession() as session:
+    async with tls_session() as session:
         base = f"http://127.0.0.1:{nginx.http}"
         async with session.get(f"{base}/x", headers={"Host": "app.test"}) as page:
             assert (await page.json()) == {"proto": "http"}

@@ -42,7 +42,7 @@ from dockerstack import (
     run,
     wait_healthy,
 )
-from support import CHROMIUM, CHROMIUM_ARGS, free_port
+from support import CHROMIUM, CHROMIUM_ARGS, free_port, tls_session
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -70,7 +70,7 @@ class SecureStack:
         return ssl.create_default_context(cadata=self.cert_pem)
 
     def session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.context()))
+        return tls_session(self.context())
 
     def curl(self, host: str, path: str, *args: str) -> str:
         """curl's output for https://``host``:PORT``path``, ``host`` resolved to 127.0.0.1
