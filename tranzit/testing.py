@@ -162,14 +162,16 @@ def _major(path: Path) -> int:
 class _LocalServer:
     """A Postgres server in a temporary directory, run as an ordinary user."""
 
-    def __init__(self, directory: Path, bin_dir: Path, port: int) -> None:
+    def __init__(
+        self, directory: Path, bin_dir: Path, port: int, user: pwd.struct_passwd | None
+    ) -> None:
         self.directory = directory
         self.bin_dir = bin_dir
         self.port = port
         # A password of its own: another user of this machine cannot connect to it.
         self.password = secrets.token_urlsafe(24)
         self.url = f"postgresql://postgres:{self.password}@127.0.0.1:{port}/postgres"
-        self.user = _unprivileged_user()
+        self.user = user
 
     @classmethod
     def start(cls) -> _LocalServer:
@@ -180,8 +182,9 @@ class _LocalServer:
                 "pg_ctl; Debian: apt install postgresql), or set TRANZIT_TEST_DATABASE_URL "
                 "to a server where CREATE DATABASE is allowed"
             )
-        _unprivileged_user()  # its error before a temporary directory is made
-        server = cls(Path(tempfile.mkdtemp(prefix="tranzit-postgres-")), bin_dir, _free_port())
+        user = _unprivileged_user()  # its error before a temporary directory is made
+        directory = Path(tempfile.mkdtemp(prefix="tranzit-postgres-"))
+        server = cls(directory, bin_dir, _free_port(), user)
         try:
             server._start()
         except BaseException:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import os
 import secrets
 import shlex
@@ -248,15 +250,40 @@ def built_project(
         )
 
 
-def remove_compose_project(stack: Stack) -> None:
-    """`down` with volumes and orphans; the images stay (they belong to a BuiltProject)."""
+def docker_gateway() -> str:
+    """The host's address on the engine's default bridge: what ``host-gateway`` maps to,
+    where a server the test runs on the host is reachable from containers."""
+    out = run(["docker", "network", "inspect", "bridge", "-f", "{{json .IPAM.Config}}"], timeout=30)
+    (config,) = json.loads(out.stdout)
+    # The default bridge often states no Gateway: it is then the subnet's first address.
+    return str(config.get("Gateway") or next(ipaddress.ip_network(config["Subnet"]).hosts()))
+
+
+def remove_compose_project(stack: Stack, *, images: bool = False) -> None:
+    """`down` with volumes and orphans; with ``images``, the images the stack built too
+    (without, they stay: they belong to a BuiltProject)."""
+    rmi = ["--rmi", "all"] if images else []
     subprocess.run(
-        [*stack.compose_cmd, "-p", stack.name, "down", "-v", "--remove-orphans", "-t", "5"],
+        [*stack.compose_cmd, "-p", stack.name, "down", "-v", *rmi, "--remove-orphans", "-t", "5"],
         env=stack.env,
         cwd=stack.root,
         capture_output=True,
         timeout=180,
     )
+
+
+@contextlib.contextmanager
+def tracked(stack: Stack, *, images: bool = False) -> Iterator[Stack]:
+    """``stack`` as the one whose logs a failing test shows (CURRENT_STACK), taken down
+    afterwards (remove_compose_project), however the block ends."""
+    CURRENT_STACK.append(stack)
+    try:
+        yield stack
+    finally:
+        try:
+            remove_compose_project(stack, images=images)
+        finally:
+            CURRENT_STACK.remove(stack)
 
 
 class ChatClient:

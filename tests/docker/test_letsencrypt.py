@@ -17,7 +17,6 @@ connections while an open websocket stays open.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import shutil
 import socket
@@ -26,21 +25,22 @@ import subprocess
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 from dockerstack import (
-    CURRENT_STACK,
     IN_CI,
     SESSION_COOKIE,
     TEMPLATE,
     DockerEnv,
     Stack,
+    docker_gateway,
     record,
     run,
+    tracked,
 )
 from support import free_port
 from websockets.sync.client import connect
@@ -49,15 +49,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 
 DOMAIN = "app.test"
 PEBBLE_NAME = "pebble.test"  # how the certbot container reaches pebble (extra_hosts)
-
-
-def docker_gateway() -> str:
-    """The host's address on the engine's default bridge (what host-gateway maps to)."""
-    out = run(["docker", "network", "inspect", "bridge"], timeout=30).stdout
-    (bridge,) = json.loads(out)
-    (config,) = bridge["IPAM"]["Config"]
-    # The default bridge often states no Gateway: it is then the subnet's first address.
-    return str(config.get("Gateway") or next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
 
 @dataclass
@@ -175,12 +166,14 @@ class LetsEncryptStack:
         assert der is not None
         return x509.load_der_x509_certificate(der)
 
-    def wait_for(self, wanted: str, changed: object, timeout: float = 120) -> x509.Certificate:
+    def wait_for(
+        self, wanted: str, changed: Callable[[x509.Certificate], bool], timeout: float = 120
+    ) -> x509.Certificate:
         """Wait until ``changed(served())`` holds; the certificate then served."""
         deadline = time.monotonic() + timeout
         while True:
             cert = self.served()
-            if changed(cert):  # type: ignore[operator]
+            if changed(cert):
                 return cert
             if time.monotonic() > deadline:
                 logs = self.stack.compose("logs", "--no-color", "--tail", "60", "certbot", "nginx")
@@ -246,25 +239,12 @@ def le_stack(
         "CERTBOT_SERVER": pebble.directory_url,
         "CERTBOT_CA_BUNDLE": "/etc/pebble.pem",
     }
-    stack = Stack(root, name, tranzit_images.compose, env, http_port)
-    CURRENT_STACK.append(stack)
-    try:
+    with tracked(Stack(root, name, tranzit_images.compose, env, http_port), images=True) as stack:
         stack.compose("build", timeout=900)
         started = time.monotonic()
         stack.compose("up", "-d", "--wait", "--wait-timeout", "180", "--pull", "never", timeout=300)
         record("letsencrypt: up -d --wait (nginx on its stand-in)", time.monotonic() - started)
         yield LetsEncryptStack(stack, https_port, pebble)
-    finally:
-        try:
-            subprocess.run(
-                [*stack.compose_cmd, "-p", name, "down", "-v", "--rmi", "all", "--remove-orphans"],
-                env=env,
-                cwd=root,
-                capture_output=True,
-                timeout=180,
-            )
-        finally:
-            CURRENT_STACK.remove(stack)
 
 
 def issued_by_pebble(cert: x509.Certificate) -> bool:

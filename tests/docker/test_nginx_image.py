@@ -14,7 +14,6 @@ import datetime
 import hashlib
 import http.server
 import ipaddress
-import json
 import re
 import socket
 import ssl
@@ -35,7 +34,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
-from dockerstack import DockerEnv, run
+from dockerstack import DockerEnv, docker_gateway, run
 from support import tls_session
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(300)]
@@ -364,14 +363,6 @@ async def test_off_serves_plain_http_only(start_nginx: Callable[..., Nginx]) -> 
     table = nginx.exec("cat", "/proc/net/tcp").stdout.splitlines()[1:]
     listening = {int(row.split()[1].split(":")[1], 16) for row in table if row.split()[3] == "0A"}
     assert 8080 in listening and 8443 not in listening, listening
-
-
-def docker_gateway() -> str:
-    """The host's address on the engine's default bridge, reachable from containers."""
-    out = run(["docker", "network", "inspect", "bridge", "-f", "{{json .IPAM.Config}}"], timeout=30)
-    (config,) = json.loads(out.stdout)
-    # The default bridge often states no Gateway: it is then the subnet's first address.
-    return str(config.get("Gateway") or next(ipaddress.ip_network(config["Subnet"]).hosts()))
 
 
 def ca_certificate(

@@ -34,7 +34,6 @@ from delivery import (
     unlike,
 )
 from dockerstack import (
-    CURRENT_STACK,
     BuiltProject,
     ChatClient,
     Stack,
@@ -42,9 +41,9 @@ from dockerstack import (
     login,
     misheard,
     record,
-    remove_compose_project,
     run,
     settle,
+    tracked,
     until_everyone_hears,
     wait_healthy,
 )
@@ -71,8 +70,7 @@ def scaled(built_project: BuiltProject) -> Iterator[Stack]:
     stack = Stack(
         built_project.root, f"{built_project.name}c", built_project.compose_cmd, env, port
     )
-    CURRENT_STACK.append(stack)
-    try:
+    with tracked(stack):
         started = time.monotonic()
         stack.compose(
             "up", "-d", "--wait", "--wait-timeout", "180", "--pull", "never",
@@ -80,11 +78,6 @@ def scaled(built_project: BuiltProject) -> Iterator[Stack]:
         )  # fmt: skip
         record("up -d --wait (redis + ws=3)", time.monotonic() - started)
         yield stack
-    finally:
-        try:
-            remove_compose_project(stack)
-        finally:
-            CURRENT_STACK.remove(stack)
 
 
 def hostnames(stack: Stack, service: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from dockerstack import CURRENT_STACK, DockerEnv, Stack, image_size, login, record, run
+from dockerstack import DockerEnv, Stack, image_size, login, record, run, tracked
 from support import free_port
 
 import tranzit
@@ -91,46 +91,37 @@ def stack(tranzit_images: DockerEnv, tmp_path_factory: pytest.TempPathFactory) -
         "GUNICORN_ACCESS_LOG": "1",
         "WEB_CONCURRENCY": "1",
     }
-    stack = Stack(root, name, tranzit_images.compose, env, port)
-    CURRENT_STACK.append(stack)
     try:
-        started = time.monotonic()
-        stack.compose("build", timeout=900)
-        record("build generated project (app + nginx targets)", time.monotonic() - started)
-        record("size project app image", image_size(f"tranzit-test/{name}:t"))
-        record("size project nginx image", image_size(f"tranzit-test/{name}-nginx:t"))
-        started = time.monotonic()
-        stack.compose("up", "-d", "--wait", "--wait-timeout", "180", "--pull", "never", timeout=300)
-        record("up -d --wait", time.monotonic() - started)
-        started = time.monotonic()
-        status, _, _ = get(stack.url, "/")
-        record("first request after up (GET / through nginx)", time.monotonic() - started)
-        assert status == 200
-        yield stack
-    finally:
-        try:
-            subprocess.run(
-                [*stack.compose_cmd, "-p", name, "down", "-v", "--rmi", "all", "--remove-orphans"],
-                env=env,
-                cwd=root,
-                capture_output=True,
-                timeout=180,
+        with tracked(Stack(root, name, tranzit_images.compose, env, port), images=True) as stack:
+            started = time.monotonic()
+            stack.compose("build", timeout=900)
+            record("build generated project (app + nginx targets)", time.monotonic() - started)
+            record("size project app image", image_size(f"tranzit-test/{name}:t"))
+            record("size project nginx image", image_size(f"tranzit-test/{name}-nginx:t"))
+            started = time.monotonic()
+            stack.compose(
+                "up", "-d", "--wait", "--wait-timeout", "180", "--pull", "never", timeout=300
             )
-            # Images a rebuild replaced are untagged but still labelled with the project.
-            leftovers = subprocess.run(
-                ["docker", "images", "-q", "--filter", f"label=com.docker.compose.project={name}"],
+            record("up -d --wait", time.monotonic() - started)
+            started = time.monotonic()
+            status, _, _ = get(stack.url, "/")
+            record("first request after up (GET / through nginx)", time.monotonic() - started)
+            assert status == 200
+            yield stack
+    finally:
+        # Images a rebuild replaced are untagged but still labelled with the project.
+        leftovers = subprocess.run(
+            ["docker", "images", "-q", "--filter", f"label=com.docker.compose.project={name}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.split()
+        if leftovers:
+            subprocess.run(
+                ["docker", "image", "rm", "-f", *sorted(set(leftovers))],
                 capture_output=True,
-                text=True,
-                timeout=60,
-            ).stdout.split()
-            if leftovers:
-                subprocess.run(
-                    ["docker", "image", "rm", "-f", *sorted(set(leftovers))],
-                    capture_output=True,
-                    timeout=120,
-                )
-        finally:
-            CURRENT_STACK.remove(stack)
+                timeout=120,
+            )
 
 
 def test_page_and_static_files_from_nginx(stack: Stack) -> None:

@@ -32,7 +32,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from dockerstack import (
-    CURRENT_STACK,
     SESSION_COOKIE,
     TEMPLATE,
     DockerEnv,
@@ -40,6 +39,7 @@ from dockerstack import (
     health,
     record,
     run,
+    tracked,
     wait_healthy,
 )
 from support import CHROMIUM, CHROMIUM_ARGS, free_port, tls_session
@@ -140,9 +140,7 @@ def secure(
     }
     # What .env chose, not the other docker tests' plain-HTTP default.
     env.pop("TRANZIT_TLS", None)
-    stack = Stack(root, name, tranzit_images.compose, env, port)
-    CURRENT_STACK.append(stack)
-    try:
+    with tracked(Stack(root, name, tranzit_images.compose, env, port), images=True) as stack:
         started = time.monotonic()
         stack.compose("build", timeout=900)
         record("https+postgres: build project", time.monotonic() - started)
@@ -154,17 +152,6 @@ def secure(
         )
         pem = stack.compose("exec", "-T", "nginx", "cat", f"{SELF_SIGNED}/fullchain.pem").stdout
         yield SecureStack(stack, https_port, pem)
-    finally:
-        try:
-            subprocess.run(
-                [*stack.compose_cmd, "-p", name, "down", "-v", "--rmi", "all", "--remove-orphans"],
-                env=env,
-                cwd=root,
-                capture_output=True,
-                timeout=180,
-            )
-        finally:
-            CURRENT_STACK.remove(stack)
 
 
 def plain_get(port: int, path: str, host: str = "localhost") -> tuple[int, str | None]:
