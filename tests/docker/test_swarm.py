@@ -163,7 +163,22 @@ def remove_stack(stack: str) -> None:
             timeout=30,
         ).stdout.split()
         if not left:
+            break
+        time.sleep(1)
+    # `stack rm` keeps the stack's named volumes (tls, letsencrypt, acme): they go
+    # too, once the last task container that used them is gone (bounded).
+    label = f"label=com.docker.stack.namespace={stack}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        volumes = subprocess.run(
+            ["docker", "volume", "ls", "-q", "--filter", label],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split()
+        if not volumes:
             return
+        subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True, timeout=60)
         time.sleep(1)
 
 
